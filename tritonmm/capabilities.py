@@ -1,0 +1,54 @@
+"""What a model on the server can do, read from its config and cached briefly.
+
+Dify asks for model schemas often (every page that lists models), so the answer
+is cached per server and model for ``TTL`` seconds; an invocation re-reads it
+after that, so a model reloaded with other features is noticed within a minute.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tritonmm.contract import Capabilities
+from tritonmm.errors import InvalidInput, ModelNotReady
+from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonHTTP, config_parameters
+
+TTL = 30.0
+
+_cache: dict[tuple[str, str], tuple[float, Capabilities]] = {}
+_lock = threading.Lock()
+
+
+def model_capabilities(settings: ServerSettings, model: str, *, fresh: bool = False) -> Capabilities:
+    key = (settings.http_url, model)
+    now = time.monotonic()
+    with _lock:
+        hit = _cache.get(key)
+    if hit and not fresh and now - hit[0] < TTL:
+        return hit[1]
+    caps = _read(settings, model)
+    with _lock:
+        _cache[key] = (now, caps)
+    return caps
+
+
+def last_known(settings: ServerSettings, model: str) -> Capabilities | None:
+    with _lock:
+        hit = _cache.get((settings.http_url, model))
+    return hit[1] if hit else None
+
+
+def _read(settings: ServerSettings, model: str) -> Capabilities:
+    http = TritonHTTP(settings)
+    config = http.model_config(model)  # raises ModelNotFound for an unknown name
+    try:
+        caps = Capabilities.from_parameters(config_parameters(config))
+    except ValueError as exc:
+        raise InvalidInput(
+            f"model '{model}' on {settings.http_url} does not follow the tritonmm contract: {exc}"
+        ) from None
+    if not http.is_model_ready(model):
+        raise ModelNotReady(f"model '{model}' is in the repository of {settings.http_url} but not loaded (not ready)")
+    return caps

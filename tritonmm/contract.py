@@ -1,0 +1,147 @@
+"""The contract between the plugin side and the bundled Triton models.
+
+Every tensor name, dtype and capability key is spelled here once. The server-side
+models (``model_repository/*/1/model.py``) and the plugin both import this module,
+and ``tests/test_contract.py`` checks every ``config.pbtxt`` against it.
+
+This module must stay dependency-free: it runs inside the Triton python-backend
+stub (Python 3.11, torch) and inside the Dify plugin (Python 3.12, no torch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Task(str, Enum):
+    """What a bundled model does; declared as ``tmm.task`` in its config."""
+
+    CHAT = "chat"
+
+
+class Feature(str, Enum):
+    """Media a chat model accepts; declared as ``tmm.features`` (comma separated).
+
+    The values are Dify's own ``ModelFeature`` names so that the plugin can copy
+    them into a model schema without translation.
+    """
+
+    VISION = "vision"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    triton_dtype: str  # as written in config.pbtxt
+    dims: tuple[int, ...]
+    optional: bool = False
+
+    @property
+    def wire_dtype(self) -> str:
+        """The dtype name of the KServe v2 protocol (``TYPE_STRING`` -> ``BYTES``)."""
+        base = self.triton_dtype.removeprefix("TYPE_")
+        return "BYTES" if base == "STRING" else base
+
+
+# --- chat (decoupled, one response per generated token) ---------------------
+# The request: messages as JSON with media referenced by index into the media
+# tensors, media as raw bytes, and generation parameters as JSON.
+CHAT_MESSAGES = TensorSpec("MESSAGES_JSON", "TYPE_STRING", (1,))
+CHAT_IMAGES = TensorSpec("IMAGES", "TYPE_STRING", (-1,), optional=True)
+CHAT_VIDEOS = TensorSpec("VIDEOS", "TYPE_STRING", (-1,), optional=True)
+CHAT_PARAMS = TensorSpec("PARAMS_JSON", "TYPE_STRING", (1,), optional=True)
+CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS)
+
+# Each intermediate response carries TEXT (the new token's text). The final
+# response carries FINISH_REASON and the token counts, and the FINAL flag.
+CHAT_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))
+CHAT_FINISH_REASON = TensorSpec("FINISH_REASON", "TYPE_STRING", (1,))
+CHAT_PROMPT_TOKENS = TensorSpec("PROMPT_TOKENS", "TYPE_INT32", (1,))
+CHAT_COMPLETION_TOKENS = TensorSpec("COMPLETION_TOKENS", "TYPE_INT32", (1,))
+CHAT_OUTPUTS = (CHAT_TEXT, CHAT_FINISH_REASON, CHAT_PROMPT_TOKENS, CHAT_COMPLETION_TOKENS)
+
+# Media tensor per message part type; a part {"type": "image", "index": i}
+# refers to element i of CHAT_IMAGES.
+CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS}
+
+# Keys of PARAMS_JSON. The server validates types and ranges.
+PARAM_MAX_TOKENS = "max_tokens"
+PARAM_TEMPERATURE = "temperature"
+PARAM_TOP_P = "top_p"
+PARAM_TOP_K = "top_k"
+PARAM_STOP = "stop"
+PARAM_SEED = "seed"
+CHAT_PARAM_KEYS = (PARAM_MAX_TOKENS, PARAM_TEMPERATURE, PARAM_TOP_P, PARAM_TOP_K, PARAM_STOP, PARAM_SEED)
+
+# Triton's stream errors carry a message and no status code, so the models
+# prefix errors caused by the request itself; the plugin maps them to a
+# bad-request error instead of a server failure.
+INVALID_INPUT_PREFIX = "invalid input: "
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CANCELLED = "cancelled"
+
+# --- capability keys in config.pbtxt `parameters` ----------------------------
+KEY_TASK = "tmm.task"
+KEY_FEATURES = "tmm.features"
+KEY_CONTEXT_SIZE = "tmm.context_size"
+KEY_MAX_IMAGES = "tmm.max_images"
+KEY_VIDEO_MAX_FRAMES = "tmm.video_max_frames"
+KEY_VIDEO_FPS = "tmm.video_fps"
+KEY_MODEL_PATH = "tmm.model_path"
+KEY_WEIGHTS = "tmm.weights"  # "tiny" or "checkpoint": said plainly to the user
+
+TASK_SPECS = {Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS)}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the plugin learns about a model from ``/v2/models/<m>/config``."""
+
+    task: Task
+    features: frozenset[Feature]
+    context_size: int
+    max_images: int
+    weights: str
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> Capabilities:
+        """Parse the flat ``{key: string_value}`` form of a config's parameters.
+
+        Raises ``ValueError`` naming the key when a value is missing or malformed.
+        """
+        try:
+            task = Task(params[KEY_TASK])
+        except KeyError:
+            raise ValueError(f"the model config has no '{KEY_TASK}' parameter") from None
+        except ValueError:
+            raise ValueError(f"unknown {KEY_TASK} {params[KEY_TASK]!r}") from None
+        names = [f.strip() for f in params.get(KEY_FEATURES, "").split(",") if f.strip()]
+        try:
+            features = frozenset(Feature(n) for n in names)
+        except ValueError as exc:
+            raise ValueError(f"{KEY_FEATURES}: {exc}") from None
+        return cls(
+            task=task,
+            features=features,
+            context_size=_positive_int(params, KEY_CONTEXT_SIZE, 4096),
+            max_images=_positive_int(params, KEY_MAX_IMAGES, 8),
+            weights=params.get(KEY_WEIGHTS, "checkpoint"),
+        )
+
+
+def _positive_int(params: dict[str, str], key: str, default: int) -> int:
+    raw = params.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{key} must be positive, got {value}")
+    return value

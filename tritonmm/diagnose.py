@@ -1,0 +1,86 @@
+"""Credential validation as a sequence of named steps, each with its own answer.
+
+"Validation failed" helps nobody; "step 4/5 model loaded: model 'chat' is in the
+repository but UNAVAILABLE: <Triton's reason>" tells the operator what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tritonmm.capabilities import model_capabilities
+from tritonmm.contract import Capabilities
+from tritonmm.errors import ModelNotFound, ModelNotReady, ServerNotReady, TritonMMError
+from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonHTTP
+
+STEPS = ("server reachable", "server ready", "model present", "model loaded", "probe request")
+
+
+class CheckFailed(TritonMMError):
+    def __init__(self, step: str, cause: Exception) -> None:
+        self.step = step
+        self.cause = cause
+        super().__init__(f"step {STEPS.index(step) + 1}/{len(STEPS)} '{step}' failed: {cause}")
+
+
+def check_model(settings: ServerSettings, model: str, probe: Callable[[Capabilities], None]) -> Capabilities:
+    """Run every step in order; raise ``CheckFailed`` at the first that fails."""
+    http = TritonHTTP(settings)
+    with _step("server reachable"):
+        http.is_live()
+    with _step("server ready"):
+        if not http.is_ready():
+            raise ServerNotReady(
+                f"{settings.http_url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
+            )
+    with _step("model present"):
+        try:
+            http.model_config(model)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"{exc}; models on this server: {_names(http)}") from None
+    with _step("model loaded"):
+        if not http.is_model_ready(model):
+            raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(http, model)}")
+    with _step("model present"):
+        caps = model_capabilities(settings, model, fresh=True)
+    with _step("probe request"):
+        probe(caps)
+    return caps
+
+
+class _step:
+    """Context manager tagging any failure inside it with the step's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, CheckFailed):
+            return False
+        if isinstance(exc, Exception):
+            raise CheckFailed(self.name, exc) from exc
+        return False
+
+
+def _names(http: TritonHTTP) -> str:
+    try:
+        names = sorted({e["name"] for e in http.repository_index() if "name" in e})
+    except TritonMMError:
+        return "(unknown: the repository index is not readable)"
+    return ", ".join(names) or "(none)"
+
+
+def _state(http: TritonHTTP, model: str) -> str:
+    try:
+        entries = [e for e in http.repository_index() if e.get("name") == model]
+    except TritonMMError:
+        return ""
+    if not entries:
+        return ""
+    entry = entries[-1]
+    reason = f": {entry['reason']}" if entry.get("reason") else ""
+    return f" (state {entry.get('state', 'unknown')}{reason})"

@@ -1,0 +1,191 @@
+"""Media in: bytes from base64 or URL, type by magic bytes, images made small.
+
+The modality of a blob is decided by its content, never by a file name or a
+claimed MIME type alone; the claimed type is only checked against the content.
+Images are downscaled here, in the plugin, so a 60-megapixel photo costs the
+bytes of the model's input size, not 40x that (DESIGN.md §3). Video and audio
+are passed through untouched: the server decodes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+import httpx
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tritonmm.errors import ConnectionFailed, InvalidInput, RequestTimeout, UnsupportedMedia
+from tritonmm.settings import DEFAULT_MEDIA_LIMITS, MediaLimits
+
+
+class Modality(str, Enum):
+    IMAGE = "image"
+    VIDEO = "video"
+    AUDIO = "audio"
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    modality: Modality
+    mime: str
+
+
+def _ftyp_brand(data: bytes) -> bytes:
+    return data[8:12] if data[4:8] == b"ftyp" else b""
+
+
+# (predicate, result) pairs, most specific first.
+_SIGNATURES: list[tuple[Callable[[bytes], bool], Sniffed]] = [
+    (lambda d: d.startswith(b"\x89PNG\r\n\x1a\n"), Sniffed(Modality.IMAGE, "image/png")),
+    (lambda d: d.startswith(b"\xff\xd8\xff"), Sniffed(Modality.IMAGE, "image/jpeg")),
+    (lambda d: d[:6] in (b"GIF87a", b"GIF89a"), Sniffed(Modality.IMAGE, "image/gif")),
+    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP", Sniffed(Modality.IMAGE, "image/webp")),
+    (lambda d: d.startswith(b"BM"), Sniffed(Modality.IMAGE, "image/bmp")),
+    (lambda d: d[:4] in (b"II*\x00", b"MM\x00*"), Sniffed(Modality.IMAGE, "image/tiff")),
+    (lambda d: _ftyp_brand(d) in (b"M4A ", b"M4B "), Sniffed(Modality.AUDIO, "audio/mp4")),
+    (lambda d: _ftyp_brand(d) == b"qt  ", Sniffed(Modality.VIDEO, "video/quicktime")),
+    (lambda d: _ftyp_brand(d) != b"", Sniffed(Modality.VIDEO, "video/mp4")),
+    (lambda d: d.startswith(b"\x1a\x45\xdf\xa3"), Sniffed(Modality.VIDEO, "video/webm")),
+    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"AVI ", Sniffed(Modality.VIDEO, "video/x-msvideo")),
+    (lambda d: d[:1] == b"\x47" and d[188:189] == b"\x47", Sniffed(Modality.VIDEO, "video/mp2t")),
+    (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WAVE", Sniffed(Modality.AUDIO, "audio/wav")),
+    (lambda d: d.startswith(b"fLaC"), Sniffed(Modality.AUDIO, "audio/flac")),
+    (lambda d: d.startswith(b"OggS"), Sniffed(Modality.AUDIO, "audio/ogg")),
+    (lambda d: d.startswith(b"ID3") or d[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), Sniffed(Modality.AUDIO, "audio/mpeg")),
+]
+
+SUPPORTED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
+
+
+def sniff(data: bytes) -> Sniffed | None:
+    head = data[:256]
+    for matches, result in _SIGNATURES:
+        if matches(head):
+            return result
+    return None
+
+
+def decode_base64(text: str, what: str) -> bytes:
+    """Decode Dify's ``base64_data``; tolerate a ``data:<mime>;base64,`` prefix."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{what}: base64_data is not valid base64") from None
+
+
+def fetch_url(url: str, *, max_bytes: int, timeout: float, what: str) -> bytes:
+    """Download ``url`` with a timeout and a size cap; raise rather than truncate."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise InvalidInput(f"{what}: only http(s) URLs can be fetched, got {url[:80]!r}")
+    try:
+        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise InvalidInput(f"{what}: fetching {url[:200]} returned HTTP {response.status_code}")
+            declared = int(response.headers.get("content-length") or 0)
+            if declared > max_bytes:
+                raise InvalidInput(f"{what}: {declared} bytes at {url[:200]} exceed the {max_bytes}-byte cap")
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise InvalidInput(f"{what}: {url[:200]} is larger than the {max_bytes}-byte cap")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except httpx.TimeoutException:
+        raise RequestTimeout(f"{what}: fetching {url[:200]} timed out after {timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise ConnectionFailed(f"{what}: cannot fetch {url[:200]}: {exc}") from None
+
+
+def expect_modality(data: bytes, modality: Modality, claimed_mime: str, what: str) -> Sniffed:
+    """Check that ``data`` really is of ``modality``; name both types if not."""
+    if not data:
+        raise InvalidInput(f"{what} is empty")
+    found = sniff(data)
+    if found is None:
+        raise UnsupportedMedia(
+            f"{what}: unsupported or unrecognised content (declared {claimed_mime or 'no type'}); "
+            f"supported images: {', '.join(SUPPORTED_IMAGE_TYPES)}; videos: mp4, mov, webm, mkv, avi"
+        )
+    if found.modality is not modality:
+        raise UnsupportedMedia(f"{what} was sent as {modality.value} but its content is {found.mime}")
+    return found
+
+
+def prepare_image(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
+    """Validate an image and downscale it to ``limits.image_max_side``.
+
+    Returns the original bytes when nothing needs changing, else a JPEG (or PNG
+    when the image has transparency worth keeping: none here, we flatten).
+    """
+    if len(data) > limits.image_max_bytes:
+        raise InvalidInput(f"{what}: {len(data)} bytes exceed the {limits.image_max_bytes}-byte cap")
+    found = expect_modality(data, Modality.IMAGE, "", what)
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size  # read from the header: nothing decoded yet
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInput(f"{what}: corrupt {found.mime} data ({exc})") from None
+    if width * height > limits.image_max_pixels:
+        raise InvalidInput(
+            f"{what}: {width}x{height} = {width * height / 1e6:.0f} megapixels exceeds the "
+            f"{limits.image_max_pixels / 1e6:.0f}-megapixel limit (decompression bomb guard)"
+        )
+    return _shrink(image, data, found.mime, what, limits.image_max_side)
+
+
+def _shrink(image: Image.Image, data: bytes, mime: str, what: str, max_side: int) -> bytes:
+    rotated = _needs_exif_rotation(image)
+    too_big = max(image.size) > max_side
+    if mime in ("image/png", "image/jpeg") and not too_big and not rotated:
+        _verify(image, mime, what)
+        return data
+    try:
+        if mime == "image/jpeg" and too_big:
+            image.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale: much faster
+        image = ImageOps.exif_transpose(image)
+        image = _flatten(image)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"{what}: corrupt {mime} data ({exc})") from None
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
+def _verify(image: Image.Image, mime: str, what: str) -> None:
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"{what}: corrupt {mime} data ({exc})") from None
+
+
+def _needs_exif_rotation(image: Image.Image) -> bool:
+    try:
+        return image.getexif().get(0x0112, 1) not in (1, None)
+    except Exception:  # noqa: BLE001 - malformed EXIF must not reject an otherwise fine image
+        return False
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB on white: models take RGB, and JPEG cannot hold alpha."""
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def check_video(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
+    if len(data) > limits.video_max_bytes:
+        raise InvalidInput(f"{what}: {len(data)} bytes exceed the {limits.video_max_bytes}-byte cap")
+    expect_modality(data, Modality.VIDEO, "", what)
+    return data

@@ -1,0 +1,108 @@
+"""Typed settings, parsed once at the edge from the plugin's credential dict.
+
+Dify hands credentials over as strings (``"5"``, ``""``); nothing past this module
+reads the raw dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from tritonmm.errors import InvalidInput
+
+DEFAULT_GRPC_PORT = 8001
+
+# Credential variable names shared by the provider and model forms.
+CRED_SERVER_URL = "server_url"
+CRED_GRPC_ENDPOINT = "grpc_endpoint"
+CRED_CONNECT_TIMEOUT = "connect_timeout"
+CRED_READ_TIMEOUT = "read_timeout"
+CRED_IMAGE_MAX_SIDE = "image_max_side"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Connect: establishing a connection. Read: the longest silence we accept
+    from the server, between two streamed tokens or for a whole unary answer."""
+
+    connect: float = 5.0
+    read: float = 120.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Caps applied in the plugin before anything is sent to Triton."""
+
+    image_max_side: int = 1536  # longest side after downscaling, in pixels
+    image_max_pixels: int = 120_000_000  # refuse to decode more (decompression bombs)
+    image_max_bytes: int = 40 * 1024 * 1024
+    video_max_bytes: int = 200 * 1024 * 1024
+    fetch_timeout: float = 30.0
+
+
+DEFAULT_MEDIA_LIMITS = MediaLimits()
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    http_url: str  # e.g. http://127.0.0.1:8000, no trailing slash
+    grpc_target: str  # host:port
+    timeouts: Timeouts = DEFAULT_TIMEOUTS
+    media: MediaLimits = DEFAULT_MEDIA_LIMITS
+
+    @classmethod
+    def from_credentials(cls, credentials: Mapping[str, Any]) -> ServerSettings:
+        http_url = _http_url(credentials.get(CRED_SERVER_URL))
+        grpc_target = _grpc_target(credentials.get(CRED_GRPC_ENDPOINT), http_url)
+        timeouts = Timeouts(
+            connect=_positive_float(credentials, CRED_CONNECT_TIMEOUT, DEFAULT_TIMEOUTS.connect),
+            read=_positive_float(credentials, CRED_READ_TIMEOUT, DEFAULT_TIMEOUTS.read),
+        )
+        max_side = _positive_float(credentials, CRED_IMAGE_MAX_SIDE, DEFAULT_MEDIA_LIMITS.image_max_side)
+        media = MediaLimits(image_max_side=int(max_side))
+        return cls(http_url=http_url, grpc_target=grpc_target, timeouts=timeouts, media=media)
+
+
+def _http_url(raw: Any) -> str:
+    text = str(raw or "").strip().rstrip("/")
+    if not text:
+        raise InvalidInput(f"'{CRED_SERVER_URL}' is required, e.g. http://127.0.0.1:8000")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"'{CRED_SERVER_URL}' must be an http(s) URL, got {raw!r}")
+    return text
+
+
+def _grpc_target(raw: Any, http_url: str) -> str:
+    text = str(raw or "").strip()
+    if text:
+        text = text.split("://", 1)[-1].rstrip("/")
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidInput(f"'{CRED_GRPC_ENDPOINT}' must be host:port, got {raw!r}")
+        return text
+    host = urlsplit(http_url).hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{host}:{DEFAULT_GRPC_PORT}"
+
+
+def _positive_float(credentials: Mapping[str, Any], key: str, default: float) -> float:
+    raw = credentials.get(key)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"'{key}' must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise InvalidInput(f"'{key}' must be positive, got {raw!r}")
+    return value

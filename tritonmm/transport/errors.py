@@ -1,0 +1,78 @@
+"""The one seam where httpx and grpc exceptions become ``tritonmm.errors``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+import httpx
+
+from tritonmm.errors import (
+    Cancelled,
+    ConnectionFailed,
+    InvalidInput,
+    ModelNotFound,
+    RequestTimeout,
+    ServerError,
+    TritonMMError,
+    Unauthorized,
+    Unavailable,
+)
+from tritonmm.contract import INVALID_INPUT_PREFIX
+
+_UNKNOWN_MODEL = re.compile(r"unknown model|has no available versions|is not found", re.I)
+_NOT_READY = re.compile(r"not at ready state|is not ready|version not ready", re.I)
+
+_GRPC_CODES: dict[grpc.StatusCode, type[TritonMMError]] = {
+    grpc.StatusCode.UNAVAILABLE: ConnectionFailed,
+    grpc.StatusCode.DEADLINE_EXCEEDED: RequestTimeout,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: InvalidInput,
+    grpc.StatusCode.NOT_FOUND: ModelNotFound,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthorized,
+    grpc.StatusCode.PERMISSION_DENIED: Unauthorized,
+    grpc.StatusCode.CANCELLED: Cancelled,
+}
+
+
+def from_server_message(message: str, model: str) -> TritonMMError:
+    """Classify an error that Triton sent as text only (stream errors carry no code)."""
+    if message.startswith(INVALID_INPUT_PREFIX):
+        return InvalidInput(message[len(INVALID_INPUT_PREFIX) :])
+    if _UNKNOWN_MODEL.search(message):
+        return ModelNotFound(f"model '{model}': {message}")
+    if _NOT_READY.search(message):
+        return Unavailable(f"model '{model}': {message}")
+    return ServerError(f"model '{model}' failed: {message}")
+
+
+def from_http_status(status: int, message: str, model: str) -> TritonMMError:
+    if status in (401, 403):
+        return Unauthorized(f"the server refused the credentials (HTTP {status}): {message}")
+    if status == 503:
+        return Unavailable(f"the server is unavailable (HTTP 503): {message}")
+    return from_server_message(message, model)
+
+
+@contextmanager
+def translated(target: str, model: str = "") -> Iterator[None]:
+    """Run a transport call; re-raise foreign exceptions as ours, with the cause kept."""
+    try:
+        yield
+    except TritonMMError:
+        raise
+    except httpx.TimeoutException as exc:
+        kind = ConnectionFailed if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)) else RequestTimeout
+        raise kind(f"timed out talking to Triton at {target}: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise ConnectionFailed(f"cannot reach Triton at {target}: {exc}") from exc
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        if code is grpc.StatusCode.INVALID_ARGUMENT or code is grpc.StatusCode.NOT_FOUND or code is None:
+            raise from_server_message(details or str(exc), model) from exc
+        kind = _GRPC_CODES.get(code, ServerError)
+        raise kind(f"Triton gRPC at {target}: {code.name}: {details}") from exc

@@ -1,0 +1,78 @@
+"""Triton's HTTP control plane: health, readiness, model config, repository index.
+
+One pooled ``httpx.Client`` per server URL, shared by every request of the
+plugin process. httpx is gevent-friendly under the SDK's monkey-patching.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from tritonmm.settings import ServerSettings
+from tritonmm.transport.errors import from_http_status, translated
+
+_clients: dict[tuple[str, float, float], httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(settings: ServerSettings) -> httpx.Client:
+    t = settings.timeouts
+    key = (settings.http_url, t.connect, t.read)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
+            limits = httpx.Limits(max_connections=32, max_keepalive_connections=8)
+            client = httpx.Client(base_url=settings.http_url, timeout=timeout, limits=limits)
+            _clients[key] = client
+        return client
+
+
+class TritonHTTP:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self._client = _client(settings)
+
+    def _get(self, path: str, model: str = "") -> httpx.Response:
+        with translated(self.settings.http_url, model):
+            return self._client.get(path)
+
+    def _post(self, path: str, model: str = "", json: Any = None) -> httpx.Response:
+        with translated(self.settings.http_url, model):
+            return self._client.post(path, json=json if json is not None else {})
+
+    def is_live(self) -> bool:
+        return self._get("/v2/health/live").status_code == 200
+
+    def is_ready(self) -> bool:
+        return self._get("/v2/health/ready").status_code == 200
+
+    def is_model_ready(self, model: str) -> bool:
+        return self._get(f"/v2/models/{model}/ready", model).status_code == 200
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        response = self._get(f"/v2/models/{model}/config", model)
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), model)
+        return response.json()
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        response = self._post("/v2/repository/index")
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), "")
+        return response.json()
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:500]
+
+
+def config_parameters(config: dict[str, Any]) -> dict[str, str]:
+    """Flatten ``{"k": {"string_value": "v"}}`` from a config into ``{"k": "v"}``."""
+    return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}

@@ -1,0 +1,58 @@
+"""Tensor payloads in the KServe v2 binary layout, without numpy.
+
+A BYTES tensor is its elements, each prefixed by a little-endian uint32
+length; the same layout serves gRPC ``raw_input_contents`` and the HTTP
+binary-data extension.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from tritonmm.contract import TensorSpec
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    spec: TensorSpec
+    elements: tuple[bytes, ...]
+
+    @property
+    def shape(self) -> list[int]:
+        return [len(self.elements)]
+
+    def raw(self) -> bytes:
+        return encode_bytes(self.elements)
+
+
+def encode_bytes(elements: tuple[bytes, ...] | list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def decode_bytes(raw: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise ValueError("truncated BYTES tensor")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        if pos + size > len(raw):
+            raise ValueError("truncated BYTES tensor element")
+        out.append(raw[pos : pos + size])
+        pos += size
+    return out
+
+
+_FIXED = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<?"}
+
+
+def decode(datatype: str, raw: bytes) -> list:
+    """Decode one output tensor to a flat list (bytes for BYTES, numbers otherwise)."""
+    if datatype == "BYTES":
+        return decode_bytes(raw)
+    fmt = _FIXED.get(datatype)
+    if fmt is None:
+        raise ValueError(f"unsupported output datatype {datatype}")
+    size = struct.calcsize(fmt)
+    return [struct.unpack_from(fmt, raw, i)[0] for i in range(0, len(raw), size)]
