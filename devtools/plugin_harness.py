@@ -72,11 +72,13 @@ def install(package: Path, dest: Path, *, uv_cache: Path | None = None) -> Path:
     dest.mkdir(parents=True)
     with zipfile.ZipFile(package) as archive:
         archive.extractall(dest)
+    # The daemon gives uv a minimal environment (buildUVCommandEnv): these and no more.
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "VIRTUAL_ENV": str(dest / ".venv"),
         "UV_CACHE_DIR": str(uv_cache or dest.parent / ".uv-cache"),
+        **{k: os.environ[k] for k in _UV_PASSTHROUGH if k in os.environ},
     }
     uv = uv_binary()
     _run([uv, "venv", ".venv", "--python", python312()], dest, env)
@@ -89,6 +91,12 @@ def install(package: Path, dest: Path, *, uv_cache: Path | None = None) -> Path:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"timestamp": int(time.time())}))
     return dest
+
+
+_UV_PASSTHROUGH = (
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_NEXUS_USERNAME", "UV_INDEX_NEXUS_PASSWORD",
+)  # fmt: skip
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:

@@ -11,7 +11,6 @@ from dify_plugin.entities import I18nObject
 from dify_plugin.entities.model import AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey, ModelType
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import AssistantPromptMessage, PromptMessage, PromptMessageTool
-from dify_plugin.errors.model import CredentialsValidateFailedError
 
 from models.common import TritonModelMixin
 from models.llm.convert import to_chat_params, to_messages
@@ -107,7 +106,8 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         try:
             caps = model_capabilities(self.settings(credentials), model)
         except TritonMMError as exc:
-            raise CredentialsValidateFailedError(f"cannot read the config of model '{model}': {exc}") from exc
+            # Also reached from invoke() (parameter filtering), before _invoke's mapping.
+            raise self._transform_invoke_error(exc) from exc
         return AIModelEntity(
             model=model,
             label=I18nObject(en_US=model),

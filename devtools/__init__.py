@@ -1,0 +1,1 @@
+"""Developer tools: build and validate the project's Dify plugin packages (.difypkg)."""

@@ -1,0 +1,96 @@
+"""Small numpy-only Triton models that fail on purpose, for failures that a
+healthy bundled model cannot produce: a model that fails to load, one that
+refuses every request, one that fails after two tokens.
+
+Their configs are rendered from the contract, so they speak the chat contract
+exactly as the bundled model does.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from tritonmm import contract
+from tritonmm.contract import TensorSpec
+
+
+def _tensor(spec: TensorSpec) -> str:
+    dims = ", ".join(str(d) for d in spec.dims)
+    optional = " optional: true" if spec.optional else ""
+    return f'  {{ name: "{spec.name}" data_type: {spec.triton_dtype} dims: [ {dims} ]{optional} }}'
+
+
+def chat_config(name: str, features: str = "vision") -> str:
+    params = {contract.KEY_TASK: contract.Task.CHAT.value, contract.KEY_FEATURES: features}
+    return "\n".join(
+        [
+            f'name: "{name}"',
+            'backend: "python"',
+            "max_batch_size: 0",
+            "model_transaction_policy { decoupled: true }",
+            "input [\n" + ",\n".join(_tensor(s) for s in contract.CHAT_INPUTS) + "\n]",
+            "output [\n" + ",\n".join(_tensor(s) for s in contract.CHAT_OUTPUTS) + "\n]",
+            "instance_group [ { count: 1 kind: KIND_CPU } ]",
+            *(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in params.items()),
+            "",
+        ]
+    )
+
+
+_SENDER = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tritonmm.contract import CHAT_TEXT
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def text(value):
+    return pb_utils.InferenceResponse([pb_utils.Tensor(CHAT_TEXT.name, np.array([value.encode()], dtype=np.object_))])
+
+
+def error(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            for value in TOKENS:
+                sender.send(text(value))
+            sender.send(error(MESSAGE), flags=FINAL)
+        return None
+"""
+
+FIXTURES = {
+    "refuses": ([], "refuses: this test model rejects every request"),
+    "midstream": (["a", "b"], "midstream: this test model fails after two tokens"),
+}
+BROKEN_MESSAGE = "broken: this test model cannot load its weights"
+
+
+def write_fixture_models(dest: Path) -> list[str]:
+    """Write the fixture models into a model repository directory; return their names."""
+    for name, (tokens, message) in FIXTURES.items():
+        _write(dest / name, chat_config(name), f"TOKENS = {tokens!r}\nMESSAGE = {message!r}\n" + _SENDER)
+    broken = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        raise pb_utils.TritonModelException(MESSAGE)
+
+    def execute(self, requests):
+        return None
+"""
+    _write(dest / "broken", chat_config("broken"), f"MESSAGE = {BROKEN_MESSAGE!r}\n" + broken)
+    return [*FIXTURES, "broken"]
+
+
+def _write(model_dir: Path, config: str, code: str) -> None:
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    (model_dir / "config.pbtxt").write_text(config)
+    (model_dir / "1" / "model.py").write_text(textwrap.dedent(code).lstrip())

@@ -1,0 +1,54 @@
+"""Media made on the fly for tests: images, a decompression bomb, a video."""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+
+from PIL import Image, ImageDraw
+
+
+def png(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    image = Image.new("RGB", (width, height), color)
+    ImageDraw.Draw(image).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(20, 20, 220))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def jpeg(width: int, height: int, exif_orientation: int | None = None) -> bytes:
+    image = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if exif_orientation:
+        exif[0x0112] = exif_orientation
+    image.save(out, format="JPEG", quality=85, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A small PNG whose header declares side*side pixels (hundreds of megapixels)."""
+    image = Image.new("1", (side, side), 0)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def mp4(seconds: float = 3.0, fps: int = 10, size: int = 64) -> bytes:
+    import av  # server-side test dependency only
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        for i in range(int(seconds * fps)):
+            shade = int(255 * i / (seconds * fps))
+            frame = av.VideoFrame.from_image(Image.new("RGB", (size, size), (shade, 80, 255 - shade)))
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()

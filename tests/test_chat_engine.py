@@ -1,0 +1,324 @@
+"""The chat engine on tiny random-init checkpoints of each supported architecture."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
+from tritonmm_server.chat_engine import (
+    VIDEO_MARKER,
+    ChatEngine,
+    Generation,
+    GenerationParams,
+    InputError,
+    _TokenText,
+    parse_params,
+    sample_video_frames,
+)
+from tritonmm_server.tiny_models import ARCHS, build_tiny_model
+
+MAX_IMAGES = 4
+VIDEO_FPS = 1.0
+VIDEO_MAX_FRAMES = 8
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {arch: build_tiny_model(arch, root / arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session", params=ARCHS)
+def engine(request: pytest.FixtureRequest, model_dirs: dict[str, Path]) -> ChatEngine:
+    return ChatEngine(
+        model_dirs[request.param],
+        video_max_frames=VIDEO_MAX_FRAMES,
+        video_fps=VIDEO_FPS,
+        max_images=MAX_IMAGES,
+        num_threads=2,
+    )
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (120, 80)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def mp4(seconds: int = 3, fps: int = 10) -> bytes:
+    """A 64x64 clip whose frame i is uniformly grey at level 8*i, so a frame tells its own time."""
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return buf.getvalue()
+
+
+def user(*parts: dict | str) -> str:
+    content = [{"type": "text", "text": p} if isinstance(p, str) else p for p in parts]
+    return json.dumps([{"role": "user", "content": content}])
+
+
+IMAGE_0 = {"type": "image", "index": 0}
+IMAGE_1 = {"type": "image", "index": 1}
+VIDEO_0 = {"type": "video", "index": 0}
+
+
+def run(engine: ChatEngine, messages: str, params: dict, images=(), videos=(), **kw) -> tuple[list[str], Generation]:
+    prepared = engine.prepare(messages, list(images), list(videos))
+    generation = engine.generate(prepared, parse_params(json.dumps(params)), **kw)
+    return list(generation), generation
+
+
+# --- media and token counting ----------------------------------------------------
+
+
+def test_image_question_streams_tokens_and_counts_image_tokens(engine: ChatEngine) -> None:
+    text_only = engine.prepare(user("What is in the picture?"), [], [])
+    with_image = engine.prepare(user(IMAGE_0, "What is in the picture?"), [png()], [])
+    assert with_image.image_count == 1
+    # Each tiny arch spends 16 placeholder tokens on an image.
+    assert with_image.prompt_tokens >= text_only.prompt_tokens + 16
+
+    generation = engine.generate(with_image, GenerationParams(max_tokens=8, seed=3))
+    tokens = list(generation)
+    assert tokens and all(isinstance(t, str) for t in tokens)
+    assert len(tokens) == generation.completion_tokens <= 8
+    assert generation.prompt_tokens == with_image.prompt_tokens
+    assert generation.finish_reason == (FINISH_LENGTH if len(tokens) == 8 else FINISH_STOP)
+
+
+def test_two_images(engine: ChatEngine) -> None:
+    one = engine.prepare(user(IMAGE_0, "Compare."), [png(), png((0, 0, 255))], [])
+    two = engine.prepare(user(IMAGE_0, IMAGE_1, "Compare."), [png(), png((0, 0, 255))], [])
+    assert (one.image_count, two.image_count) == (1, 2)
+    assert two.prompt_tokens >= one.prompt_tokens + 16
+    tokens, generation = run(engine, user(IMAGE_0, IMAGE_1, "Compare."), {"max_tokens": 4}, [png(), png()])
+    assert len(tokens) == generation.completion_tokens >= 1
+
+
+def test_video_is_sampled_into_frames(engine: ChatEngine) -> None:
+    prepared = engine.prepare(user(VIDEO_0, "What happens?"), [], [mp4(seconds=3)])
+    # 3 s at 1 frame per second: 3 frames, under the 8-frame cap.
+    assert prepared.video_frames == {0: 3}
+    assert prepared.image_count == 3
+    text = engine.tokenizer.decode(prepared.inputs["input_ids"][0])
+    assert VIDEO_MARKER in text
+    tokens, generation = run(engine, user(VIDEO_0, "What happens?"), {"max_tokens": 3}, videos=[mp4()])
+    assert len(tokens) == generation.completion_tokens >= 1
+
+
+@pytest.mark.parametrize(("max_frames", "fps", "expected"), [(8, 1.0, 3), (2, 1.0, 2), (8, 2.0, 6), (8, 30.0, 8)])
+def test_video_frame_sampling_limits(max_frames: int, fps: float, expected: int) -> None:
+    frames = sample_video_frames(mp4(seconds=3, fps=10), max_frames=max_frames, fps=fps)
+    assert len(frames) == expected
+    assert all(f.mode == "RGB" and f.size == (64, 64) for f in frames)
+
+
+def test_video_frames_are_evenly_spaced() -> None:
+    frames = sample_video_frames(mp4(seconds=3, fps=10), max_frames=8, fps=1.0)
+    # Centres of three 1 s slices: frames 5, 15 and 25, grey levels 40, 120 and 200.
+    levels = [float(np.asarray(f).mean()) for f in frames]
+    assert levels == pytest.approx([40, 120, 200], abs=10)
+
+
+# --- generation control -----------------------------------------------------------
+
+
+def test_max_tokens(engine: ChatEngine) -> None:
+    tokens, generation = run(engine, user(IMAGE_0, "Describe."), {"max_tokens": 5, "seed": 1}, [png()])
+    assert len(tokens) == generation.completion_tokens <= 5
+    assert generation.finish_reason == (FINISH_LENGTH if len(tokens) == 5 else FINISH_STOP)
+
+
+def test_max_tokens_zero_counts_the_prompt_only(engine: ChatEngine) -> None:
+    tokens, generation = run(engine, user(IMAGE_0, "Describe."), {"max_tokens": 0}, [png()])
+    assert tokens == []
+    assert generation.completion_tokens == 0
+    assert generation.prompt_tokens > 16
+    assert generation.finish_reason == FINISH_LENGTH
+
+
+def test_seed_makes_sampling_reproducible(engine: ChatEngine) -> None:
+    def text(seed: int) -> str:
+        tokens, _ = run(engine, user(IMAGE_0, "Describe."), {"max_tokens": 16, "temperature": 1.0, "seed": seed}, [png()])
+        return "".join(tokens)
+
+    first = text(7)
+    assert first == text(7)
+    assert first != text(8)
+
+
+def test_stop_sequence_ends_generation_before_it(engine: ChatEngine) -> None:
+    params = {"max_tokens": 40, "temperature": 1.0, "seed": 11}
+    tokens, _ = run(engine, user("Tell me a story."), params)
+    text = "".join(tokens)
+    # A 3-character piece from the middle that does not occur earlier.
+    start = next(i for i in range(len(text) // 3, len(text) - 3) if text.find(text[i : i + 3]) == i)
+    stop = text[start : start + 3]
+
+    stopped, generation = run(engine, user("Tell me a story."), {**params, "stop": [stop]})
+    assert "".join(stopped) == text[:start]
+    assert generation.finish_reason == FINISH_STOP
+    assert generation.completion_tokens == len(stopped) < len(tokens)
+
+
+def test_cancellation_stops_within_one_token(engine: ChatEngine) -> None:
+    polls = 0
+
+    def is_cancelled() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls >= 2  # polled after each token: flips once 2 tokens exist
+
+    tokens, generation = run(
+        engine, user("Go on."), {"max_tokens": 50, "temperature": 1.0, "seed": 5}, is_cancelled=is_cancelled
+    )
+    assert generation.finish_reason == FINISH_CANCELLED
+    assert len(tokens) == generation.completion_tokens <= 3
+
+
+# --- per-token text -------------------------------------------------------------------
+
+
+def ids(engine: ChatEngine, text: str) -> list[int]:
+    return engine.tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_token_text_holds_incomplete_characters(engine: ChatEngine) -> None:
+    euro = ids(engine, "€")  # 3 bytes, not in the tiny BPE's merges: one token per byte
+    assert len(euro) == 3
+    text = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=(), max_new=10)
+    assert [text.push(i) for i in euro] == ["", "", "€"]
+    assert text.finish_reason is None
+
+
+def test_token_text_flushes_a_held_stop_prefix_when_generation_ends(engine: ChatEngine) -> None:
+    tokens = ids(engine, "say ab")
+    at_length = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=len(tokens))
+    pieces = [at_length.push(i) for i in tokens]
+    assert "".join(pieces) == "say ab" and "ab" in pieces[-1]
+    assert at_length.finish_reason == FINISH_LENGTH
+
+    at_eos = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=100)
+    pieces = [at_eos.push(i) for i in [*tokens, engine.tokenizer.eos_token_id]]
+    assert "".join(pieces) == "say ab" and pieces[-1].endswith("b")
+    assert at_eos.finish_reason == FINISH_STOP
+
+
+def test_errors_inside_generation_reach_the_consumer(engine: ChatEngine) -> None:
+    polls = 0
+
+    def broken() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls > 1:  # the first poll happens before the worker starts; fail inside it
+            raise RuntimeError("cancellation check failed")
+        return False
+
+    prepared = engine.prepare(user("Hi"), [], [])
+    generation = iter(engine.generate(prepared, GenerationParams(max_tokens=5), broken))
+    with pytest.raises(RuntimeError, match="cancellation check failed"):
+        list(generation)
+
+
+def test_control_tokens_in_text_stay_text(engine: ChatEngine) -> None:
+    eos = engine.tokenizer.eos_token
+    prepared = engine.prepare(user(f"What does <image> mean? {eos}"), [], [])
+    ids = prepared.inputs["input_ids"][0].tolist()
+    assert prepared.image_count == 0
+    assert engine.tokenizer.convert_tokens_to_ids("<image>") not in ids
+    assert ids.count(engine.tokenizer.eos_token_id) <= 1  # the template's own end of turn at most
+
+
+# --- bad requests -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("messages", "images", "videos", "message"),
+    [
+        (user(IMAGE_0, "Hi"), [b"\x89PNG but not really"], [], "image 0: cannot identify image file"),
+        (user(IMAGE_0, "Hi"), [png()[:60]], [], "image 0: cannot decode image"),
+        (user(VIDEO_0, "Hi"), [], [b"this is not a video" * 20], "video 0: cannot decode video"),
+        (user(IMAGE_1, "Hi"), [png()], [], "image index 1 is out of range: the request has 1 image"),
+        (user(VIDEO_0, "Hi"), [], [], "video index 0 is out of range"),
+        (user(*[IMAGE_0] * (MAX_IMAGES + 1)), [png()], [], f"too many images: {MAX_IMAGES + 1}"),
+        (user({"type": "audio", "index": 0}), [], [], "message 0 part 0: unknown part type 'audio'"),
+        (json.dumps([{"role": "robot", "content": "Hi"}]), [], [], "message 0: role must be one of"),
+        ("not json", [], [], "MESSAGES_JSON is not valid JSON"),
+        ("[]", [], [], "MESSAGES_JSON must be a non-empty JSON list"),
+    ],
+)
+def test_bad_requests_are_input_errors(
+    engine: ChatEngine, messages: str, images: list[bytes], videos: list[bytes], message: str
+) -> None:
+    with pytest.raises(InputError, match=f"^{message}"):
+        engine.prepare(messages, images, videos)
+
+
+def test_audio_only_container_has_no_video_stream() -> None:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(ValueError, match="^no video stream$"):
+        sample_video_frames(buf.getvalue(), max_frames=8, fps=1.0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"temperature": "hot"}', "temperature must be a number >= 0, got 'hot'"),
+        ('{"temperature": -0.5}', "temperature must be a number >= 0, got -0.5"),
+        ('{"max_tokens": 2.5}', "max_tokens must be an integer >= 0, got 2.5"),
+        ('{"max_tokens": true}', "max_tokens must be an integer >= 0, got True"),
+        ('{"top_p": 0}', r"top_p must be a number in \(0, 1\], got 0"),
+        ('{"top_k": -1}', "top_k must be an integer >= 0"),
+        ('{"stop": [""]}', "stop must be a non-empty string or a list of them"),
+        ('{"seed": -1}', r"seed must be an integer in \[0, 2\*\*64\), got -1"),
+        ('{"frequency_penalty": 1}', "unknown parameter 'frequency_penalty'"),
+        ("[1]", "PARAMS_JSON must be a JSON object, got list"),
+        ("{", "PARAMS_JSON is not valid JSON"),
+    ],
+)
+def test_bad_params_are_input_errors(raw: str, message: str) -> None:
+    with pytest.raises(InputError, match=f"^{message}"):
+        parse_params(raw)
+
+
+def test_params_defaults_and_normalisation() -> None:
+    assert parse_params(None) == parse_params("") == parse_params("{}") == GenerationParams()
+    params = parse_params('{"max_tokens": 0, "temperature": 0, "stop": "END", "seed": 3, "top_p": null}')
+    assert params == GenerationParams(max_tokens=0, temperature=0.0, stop=("END",), seed=3)
+
+
+# --- the tiny checkpoints themselves -------------------------------------------------------
+
+
+def test_tiny_model_build_is_deterministic(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    def digest(directory: Path) -> dict[str, str]:
+        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(directory.iterdir())}
+
+    rebuilt = build_tiny_model("llava", tmp_path / "llava")
+    assert digest(rebuilt) == digest(model_dirs["llava"])
+    assert sum(f.stat().st_size for f in rebuilt.iterdir()) < 5 * 2**20

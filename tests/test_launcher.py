@@ -1,0 +1,342 @@
+"""Tests of the server launcher: repository rendering, TritonServer lifecycle, the CLI.
+
+The server tests start the real tritonserver from the nvidia-pytriton wheel with
+small numpy-only python models written into tmp dirs. Run them with the server
+venv:  .venv-server/bin/python -m pytest tests/test_launcher.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tritonmm_server.launch import LaunchError, LaunchOptions, plan_models
+from tritonmm_server.repository import (
+    MARKER_NAME,
+    RepositoryError,
+    model_parameters,
+    render_repository,
+    set_parameters,
+)
+from tritonmm_server.runtime import (
+    REPO_ROOT,
+    SHM_DIR,
+    ModelLoadError,
+    PortInUse,
+    TritonServer,
+    group_members,
+)
+
+needs_server = pytest.mark.skipif(
+    importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("tritonclient") is None,
+    reason="needs the server venv (nvidia-pytriton, tritonclient): pip install -r tritonmm_server/requirements.txt",
+)
+
+# --- small models -----------------------------------------------------------------------------
+
+ADD_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 0
+input [ {{ name: "X" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+output [ {{ name: "Y" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters {{ key: "offset" value: {{ string_value: "1" }} }}
+parameters {{
+  key: "note"
+  value: {{ string_value: "kept" }}
+}}
+"""
+
+# Y = X + offset, where offset comes from the config's parameters: an answer of
+# X + 41 proves the rendered parameter reached Triton. The tritonmm import proves
+# the repository root is on the stub's PYTHONPATH.
+ADD_MODEL = """\
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tritonmm.contract import KEY_TASK  # noqa: F401
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        parameters = json.loads(args["model_config"])["parameters"]
+        self.offset = np.float32(parameters["offset"]["string_value"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("Y", (x + self.offset).astype(np.float32))]))
+        return responses
+"""
+
+BAD_INIT_MESSAGE = "weights file missing: /models/nowhere.bin"
+BAD_MODEL = f"""\
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("{BAD_INIT_MESSAGE}")
+"""
+
+CHAT_CONFIG = """\
+name: "chat"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+parameters { key: "tmm.task" value: { string_value: "chat" } }
+parameters { key: "tmm.context_size" value: { string_value: "4096" } }
+"""
+
+
+def write_model(repo: Path, name: str, code: str, config: str | None = None) -> Path:
+    model_dir = repo / name
+    (model_dir / "1").mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(config if config is not None else ADD_CONFIG.format(name=name))
+    (model_dir / "1" / "model.py").write_text(code)
+    return model_dir
+
+
+def shm_files(server: TritonServer) -> list[Path]:
+    return sorted(SHM_DIR.glob(f"{server.shm_prefix}*"))
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+# --- (a) rendering ----------------------------------------------------------------------------
+
+
+def test_render_sets_replaces_and_reads_back_parameters(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_model(src, "add", ADD_MODEL)
+    write_model(src, "other", ADD_MODEL)
+    (src / "add" / "1" / "__pycache__").mkdir()
+    (src / "add" / "1" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"stale")
+    dest = tmp_path / "runtime"
+
+    rendered = render_repository(
+        src,
+        dest,
+        overrides={"add": {"offset": "41", "note": 'multi "line" \\ value', "tmm.model_path": "/ckpt/é"}},
+        include=["add"],
+    )
+
+    assert rendered == ["add"]
+    assert sorted(p.name for p in dest.iterdir()) == [MARKER_NAME, "add"]  # "other" not included
+    assert (dest / "add" / "1" / "model.py").read_text() == ADD_MODEL
+    assert not (dest / "add" / "1" / "__pycache__").exists()
+    text = (dest / "add" / "config.pbtxt").read_text()
+    assert model_parameters(text) == {"offset": "41", "note": 'multi "line" \\ value', "tmm.model_path": "/ckpt/é"}
+    assert text.count('key: "offset"') == 1 and text.count('key: "note"') == 1  # replaced in place, not appended
+    assert model_parameters((src / "add" / "config.pbtxt").read_text())["offset"] == "1"  # source untouched
+
+
+def test_set_parameters_handles_list_form_and_ignores_nested_parameters() -> None:
+    config = textwrap.dedent(
+        """\
+        name: "m"  # parameters { key: "in_comment" }
+        optimization { execution_accelerators { cpu_execution_accelerator: [
+          { name: "openvino" parameters { key: "nested" value: "1" } } ] } }
+        parameters [ { key: "a" value { string_value: 'x' } }, { key: "b" value: { string_value: "y" } } ]"""
+    )
+    assert model_parameters(config) == {"a": "x", "b": "y"}
+    updated = set_parameters(config, {"b": "z", "c": "new"})
+    assert model_parameters(updated) == {"a": "x", "b": "z", "c": "new"}
+    assert 'key: "nested" value: "1"' in updated
+
+
+def test_render_refuses_symlinks_and_foreign_destinations(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    model_dir = write_model(src, "add", ADD_MODEL)
+    (model_dir / "venv").symlink_to(tmp_path)
+    with pytest.raises(RepositoryError, match="symlink"):
+        render_repository(src, tmp_path / "out")
+
+    (model_dir / "venv").unlink()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("x")
+    with pytest.raises(RepositoryError, match="refusing to clean"):
+        render_repository(src, precious)
+    assert (precious / "keep.txt").exists()
+
+
+# --- (b) + (e) a running server --------------------------------------------------------------
+
+
+@needs_server
+def test_server_serves_on_loopback_and_cleans_up(tmp_path: Path) -> None:
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    src = tmp_path / "src"
+    write_model(src, "add", ADD_MODEL)
+    render_repository(src, tmp_path / "repo", overrides={"add": {"offset": "41"}})
+    server = TritonServer(tmp_path / "repo", log_path=tmp_path / "server.log")
+    try:
+        started = time.monotonic()
+        server.start(timeout=120)
+        print(f"start-to-ready {time.monotonic() - started:.2f} s")
+        assert http_status(f"{server.http_url}/v2/health/ready") == 200
+
+        client = httpclient.InferenceServerClient(server.http_url.removeprefix("http://"))
+        x = httpclient.InferInput("X", [3], "FP32")
+        x.set_data_from_numpy(np.array([1, 2, 3], dtype=np.float32))
+        y = client.infer("add", [x]).as_numpy("Y")
+        np.testing.assert_array_equal(y, np.array([42, 43, 44], dtype=np.float32))
+        client.close()  # an open keep-alive connection holds up Triton's exit (see the next test)
+
+        assert_listening_on_loopback_only(server)
+        pgid = server.pid
+        assert pgid is not None and len(group_members(pgid)) >= 2  # server + one stub
+        assert shm_files(server), "the stub's shm region should carry our prefix"
+    finally:
+        stopped = time.monotonic()
+        server.stop()
+        print(f"stop {time.monotonic() - stopped:.2f} s")
+    assert not server.is_running()
+    assert shm_files(server) == []
+    assert group_members(pgid) == []
+
+
+@needs_server
+def test_stop_cleans_up_after_an_unclean_server_exit(tmp_path: Path) -> None:
+    """An idle client connection makes Triton spend its whole exit timeout waiting,
+    then exit without unloading the models: the stub and its shm region are left
+    for stop() to kill and remove."""
+    write_model(tmp_path / "repo", "add", ADD_MODEL)
+    server = TritonServer(tmp_path / "repo", log_path=tmp_path / "server.log", exit_timeout_s=1)
+    server.start(timeout=120)
+    pgid = server.pid
+    assert pgid is not None and shm_files(server)
+    with socket.create_connection(("127.0.0.1", server.ports.http), timeout=5) as idle:
+        idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"200 OK" in idle.recv(4096)
+        started = time.monotonic()
+        server.stop(timeout=20)
+        elapsed = time.monotonic() - started
+    assert "Exit timeout expired" in server.log_path.read_text()  # the unclean path was taken
+    assert elapsed < 15
+    assert group_members(pgid) == []
+    assert shm_files(server) == []
+
+
+def assert_listening_on_loopback_only(server: TritonServer) -> None:
+    """(e) Connecting to 127.0.0.1 works, and every listening socket on our ports is
+    bound to 127.0.0.1 (gRPC listens on the IPv6 socket as ::ffff:127.0.0.1)."""
+    ports = server.ports
+    wanted = {ports.http, ports.grpc, ports.metrics}
+    for port in wanted:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}  # 127.0.0.1 / ::ffff:127.0.0.1
+    seen: dict[int, set[str]] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and int(port_hex, 16) in wanted:  # 0A = LISTEN
+                seen.setdefault(int(port_hex, 16), set()).add(address)
+    assert set(seen) == wanted, f"not every port is listening: {seen}"
+    for port, addresses in seen.items():
+        assert addresses <= loopback, f"port {port} listens on {addresses}, not only on loopback"
+
+
+# --- (c) a model that fails to initialise ------------------------------------------------------
+
+
+@needs_server
+def test_model_init_failure_raises_with_reason(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "add", ADD_MODEL)
+    write_model(tmp_path / "repo", "bad", BAD_MODEL)
+    server = TritonServer(tmp_path / "repo", log_path=tmp_path / "server.log")
+    with pytest.raises(ModelLoadError) as info:
+        server.start(timeout=120)
+    assert info.value.model == "bad"
+    assert BAD_INIT_MESSAGE in str(info.value)
+    assert "last lines of" in str(info.value)  # the log tail is attached
+    assert not server.is_running()
+    assert shm_files(server) == []
+
+
+@needs_server
+def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "add", ADD_MODEL)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        server = TritonServer(tmp_path / "repo", http_port=port, log_path=tmp_path / "server.log")
+        with pytest.raises(PortInUse, match=f"127.0.0.1:{port} is already in use"):
+            server.start(timeout=60)
+        assert server.pid is None
+
+
+# --- (d) the launcher --------------------------------------------------------------------------
+
+
+def run_launcher(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tritonmm_server.launch", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_launcher_refuses_missing_checkpoint(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "chat", ADD_MODEL, CHAT_CONFIG)
+    common = ("--repository", str(tmp_path / "repo"), "--work-dir", str(tmp_path / "work"))
+
+    missing = run_launcher("--checkpoint", "chat=/nonexistent", *common)
+    assert missing.returncode == 1
+    assert "checkpoint directory /nonexistent does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    (tmp_path / "empty").mkdir()
+    no_config = run_launcher("serve", "--checkpoint", f"chat={tmp_path / 'empty'}", *common)
+    assert no_config.returncode == 1
+    assert "has no config.json" in no_config.stderr
+    assert not (tmp_path / "work" / "repository").exists()  # refused before rendering anything
+
+
+def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "chat", ADD_MODEL, CHAT_CONFIG)
+    write_model(tmp_path / "repo", "add", ADD_MODEL)
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 8192}}))
+
+    plans = plan_models(LaunchOptions(repository=tmp_path / "repo", checkpoints={"chat": checkpoint}))
+
+    by_name = {plan.name: plan for plan in plans}
+    assert by_name["chat"].parameters == {
+        "tmm.model_path": str(checkpoint.resolve()),
+        "tmm.weights": "checkpoint",
+        "tmm.context_size": "8192",
+    }
+    assert by_name["add"].parameters == {}  # not a chat model: nothing to point at weights
+    with pytest.raises(LaunchError, match="not a chat model"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo", checkpoints={"add": checkpoint}))
+
+
+def test_launcher_imports_without_torch() -> None:
+    probe = "import sys, tritonmm_server.launch; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
