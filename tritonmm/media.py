@@ -131,6 +131,8 @@ def prepare_image(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LI
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size  # read from the header: nothing decoded yet
+    except Image.DecompressionBombError as exc:
+        raise InvalidInput(f"{what}: {exc} (decompression bomb guard)") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InvalidInput(f"{what}: corrupt {found.mime} data ({exc})") from None
     if width * height > limits.image_max_pixels:
@@ -142,19 +144,15 @@ def prepare_image(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LI
 
 
 def _shrink(image: Image.Image, data: bytes, mime: str, what: str, max_side: int) -> bytes:
-    rotated = _needs_exif_rotation(image)
     too_big = max(image.size) > max_side
+    if mime == "image/jpeg" and too_big:
+        image.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale: much faster
+    _verify(image, mime, what)
+    rotated = _needs_exif_rotation(image)
     if mime in ("image/png", "image/jpeg") and not too_big and not rotated:
-        _verify(image, mime, what)
         return data
-    try:
-        if mime == "image/jpeg" and too_big:
-            image.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale: much faster
-        image = ImageOps.exif_transpose(image)
-        image = _flatten(image)
-        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"{what}: corrupt {mime} data ({exc})") from None
+    image = _flatten(ImageOps.exif_transpose(image))
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90)
     return out.getvalue()
@@ -163,7 +161,7 @@ def _shrink(image: Image.Image, data: bytes, mime: str, what: str, max_side: int
 def _verify(image: Image.Image, mime: str, what: str) -> None:
     try:
         image.load()
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InvalidInput(f"{what}: corrupt {mime} data ({exc})") from None
 
 
