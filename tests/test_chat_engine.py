@@ -56,14 +56,15 @@ def png(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (12
     return buf.getvalue()
 
 
-def mp4(seconds: int = 3, fps: int = 10) -> bytes:
+def video(seconds: int = 3, fps: int = 10, fmt: str = "mp4", codec: str = "libx264", gop: int | None = None) -> bytes:
     """A 64x64 clip whose frame i is uniformly grey at level 8*i, so a frame tells its own time."""
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
+    with av.open(buf, mode="w", format=fmt) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width = stream.height = 64
         stream.pix_fmt = "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         for i in range(seconds * fps):
             frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i, np.uint8), format="rgb24")
             container.mux(stream.encode(frame))
@@ -115,25 +116,36 @@ def test_two_images(engine: ChatEngine) -> None:
 
 
 def test_video_is_sampled_into_frames(engine: ChatEngine) -> None:
-    prepared = engine.prepare(user(VIDEO_0, "What happens?"), [], [mp4(seconds=3)])
+    prepared = engine.prepare(user(VIDEO_0, "What happens?"), [], [video(seconds=3)])
     # 3 s at 1 frame per second: 3 frames, under the 8-frame cap.
     assert prepared.video_frames == {0: 3}
     assert prepared.image_count == 3
     text = engine.tokenizer.decode(prepared.inputs["input_ids"][0])
     assert VIDEO_MARKER in text
-    tokens, generation = run(engine, user(VIDEO_0, "What happens?"), {"max_tokens": 3}, videos=[mp4()])
+    tokens, generation = run(engine, user(VIDEO_0, "What happens?"), {"max_tokens": 3}, videos=[video()])
     assert len(tokens) == generation.completion_tokens >= 1
 
 
 @pytest.mark.parametrize(("max_frames", "fps", "expected"), [(8, 1.0, 3), (2, 1.0, 2), (8, 2.0, 6), (8, 30.0, 8)])
 def test_video_frame_sampling_limits(max_frames: int, fps: float, expected: int) -> None:
-    frames = sample_video_frames(mp4(seconds=3, fps=10), max_frames=max_frames, fps=fps)
+    frames = sample_video_frames(video(seconds=3, fps=10), max_frames=max_frames, fps=fps)
     assert len(frames) == expected
     assert all(f.mode == "RGB" and f.size == (64, 64) for f in frames)
 
 
-def test_video_frames_are_evenly_spaced() -> None:
-    frames = sample_video_frames(mp4(seconds=3, fps=10), max_frames=8, fps=1.0)
+@pytest.mark.parametrize(
+    ("fmt", "codec", "gop"),
+    [
+        ("mp4", "libx264", None),
+        ("mp4", "mpeg4", 5),
+        ("webm", "libvpx", None),
+        ("matroska", "libx264", 4),
+        ("avi", "mpeg4", None),
+        ("mpegts", "libx264", 6),  # seeks land past their target: the in-order fallback
+    ],
+)
+def test_video_frames_are_evenly_spaced(fmt: str, codec: str, gop: int | None) -> None:
+    frames = sample_video_frames(video(seconds=3, fps=10, fmt=fmt, codec=codec, gop=gop), max_frames=8, fps=1.0)
     # Centres of three 1 s slices: frames 5, 15 and 25, grey levels 40, 120 and 200.
     levels = [float(np.asarray(f).mean()) for f in frames]
     assert levels == pytest.approx([40, 120, 200], abs=10)
@@ -158,7 +170,9 @@ def test_max_tokens_zero_counts_the_prompt_only(engine: ChatEngine) -> None:
 
 def test_seed_makes_sampling_reproducible(engine: ChatEngine) -> None:
     def text(seed: int) -> str:
-        tokens, _ = run(engine, user(IMAGE_0, "Describe."), {"max_tokens": 16, "temperature": 1.0, "seed": seed}, [png()])
+        tokens, _ = run(
+            engine, user(IMAGE_0, "Describe."), {"max_tokens": 16, "temperature": 1.0, "seed": seed}, [png()]
+        )
         return "".join(tokens)
 
     first = text(7)
@@ -202,25 +216,43 @@ def ids(engine: ChatEngine, text: str) -> list[int]:
     return engine.tokenizer.encode(text, add_special_tokens=False)
 
 
+def push_all(text: _TokenText, token_ids: list[int]) -> list[str]:
+    """Feed tokens as the generation loop does: none after the one that finished it."""
+    pieces = []
+    for token_id in token_ids:
+        pieces.append(text.push(token_id))
+        if text.finish_reason is not None:
+            break
+    return pieces
+
+
 def test_token_text_holds_incomplete_characters(engine: ChatEngine) -> None:
     euro = ids(engine, "€")  # 3 bytes, not in the tiny BPE's merges: one token per byte
     assert len(euro) == 3
     text = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=(), max_new=10)
-    assert [text.push(i) for i in euro] == ["", "", "€"]
+    assert push_all(text, euro) == ["", "", "€"]
     assert text.finish_reason is None
 
 
 def test_token_text_flushes_a_held_stop_prefix_when_generation_ends(engine: ChatEngine) -> None:
     tokens = ids(engine, "say ab")
     at_length = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=len(tokens))
-    pieces = [at_length.push(i) for i in tokens]
+    pieces = push_all(at_length, tokens)
     assert "".join(pieces) == "say ab" and "ab" in pieces[-1]
     assert at_length.finish_reason == FINISH_LENGTH
 
     at_eos = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=100)
-    pieces = [at_eos.push(i) for i in [*tokens, engine.tokenizer.eos_token_id]]
+    pieces = push_all(at_eos, [*tokens, engine.tokenizer.eos_token_id])
     assert "".join(pieces) == "say ab" and pieces[-1].endswith("b")
     assert at_eos.finish_reason == FINISH_STOP
+
+
+def test_token_text_stops_at_the_earliest_stop_sequence(engine: ChatEngine) -> None:
+    tokens = ids(engine, "hello")
+    assert engine.tokenizer.decode(tokens[:1]) == "he"  # both stop sequences sit in the first token
+    text = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("e", "h"), max_new=100)
+    assert push_all(text, tokens) == [""]
+    assert text.finish_reason == FINISH_STOP
 
 
 def test_errors_inside_generation_reach_the_consumer(engine: ChatEngine) -> None:
@@ -281,7 +313,7 @@ def test_audio_only_container_has_no_video_stream() -> None:
         frame.sample_rate = 8000
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    with pytest.raises(ValueError, match="^no video stream$"):
+    with pytest.raises(ValueError, match=r"^no video stream$"):
         sample_video_frames(buf.getvalue(), max_frames=8, fps=1.0)
 
 

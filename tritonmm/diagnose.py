@@ -6,7 +6,8 @@ repository but UNAVAILABLE: <Triton's reason>" tells the operator what to fix.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Capabilities
@@ -35,10 +36,7 @@ def check_model(settings: ServerSettings, model: str, probe: Callable[[Capabilit
                 f"{settings.http_url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
             )
     with _step("model present"):
-        try:
-            http.model_config(model)
-        except ModelNotFound as exc:
-            raise ModelNotFound(f"{exc}; models on this server: {_names(http)}") from None
+        _require_in_repository(http, model)
     with _step("model loaded"):
         if not http.is_model_ready(model):
             raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(http, model)}")
@@ -49,29 +47,30 @@ def check_model(settings: ServerSettings, model: str, probe: Callable[[Capabilit
     return caps
 
 
-class _step:
-    """Context manager tagging any failure inside it with the step's name."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc is None or isinstance(exc, CheckFailed):
-            return False
-        if isinstance(exc, Exception):
-            raise CheckFailed(self.name, exc) from exc
-        return False
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """Tag any failure inside the block with the step's name."""
+    try:
+        yield
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(name, exc) from exc
 
 
-def _names(http: TritonHTTP) -> str:
+def _require_in_repository(http: TritonHTTP, model: str) -> None:
+    """Present = listed in the repository index, loaded or not.
+
+    A model that is in the repository but not loaded has no readable config
+    either, so the config alone cannot tell "missing" from "not loaded".
+    """
     try:
         names = sorted({e["name"] for e in http.repository_index() if "name" in e})
-    except TritonMMError:
-        return "(unknown: the repository index is not readable)"
-    return ", ".join(names) or "(none)"
+    except TritonMMError:  # index API unavailable (e.g. behind a proxy): fall back to the config
+        http.model_config(model)
+        return
+    if model not in names:
+        raise ModelNotFound(f"model '{model}' is not in the repository; models on this server: {', '.join(names) or '(none)'}")
 
 
 def _state(http: TritonHTTP, model: str) -> str:

@@ -1,0 +1,1 @@
+"""Server-side code of the bundled Triton models (runs inside the python-backend stub)."""
