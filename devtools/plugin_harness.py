@@ -17,6 +17,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -59,7 +60,8 @@ def python312() -> str:
 
 
 def uv_binary() -> str:
-    found = shutil.which("uv")
+    beside = Path(sys.executable).parent / "uv"  # installed by requirements-dev.txt
+    found = str(beside) if beside.exists() else shutil.which("uv")
     if not found:
         raise RuntimeError("uv is required (pip install uv): the daemon installs plugins with it")
     return found
