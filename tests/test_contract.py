@@ -1,0 +1,107 @@
+"""The contract is spelled once: bundled configs match it, the plugin maps each
+error class exactly once, settings parse Dify's string credentials."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tritonmm import contract, errors
+from tritonmm.errors import InvalidInput
+from tritonmm.settings import ServerSettings
+from tritonmm_server.repository import model_parameters
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((ROOT / "model_repository").glob("*/config.pbtxt"))
+
+
+def _tensor_lines(config: str, spec: contract.TensorSpec) -> str:
+    start = config.index(f'name: "{spec.name}"')
+    return config[start : config.index("}", start)]
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=lambda p: p.parent.name)
+def test_bundled_config_matches_contract(config_path: Path) -> None:
+    config = config_path.read_text()
+    params = model_parameters(config)
+    caps = contract.Capabilities.from_parameters(params)
+    inputs, outputs = contract.TASK_SPECS[caps.task]
+    for spec in (*inputs, *outputs):
+        block = _tensor_lines(config, spec)
+        assert f"data_type: {spec.triton_dtype}" in block, spec
+        dims = re.search(r"dims:\s*\[([^\]]*)\]", block).group(1)
+        assert tuple(int(d) for d in dims.split(",")) == spec.dims, spec
+        assert ("optional: true" in block) == spec.optional, spec
+    assert "decoupled: true" in config  # one response per token
+
+
+def test_contract_names_are_unique() -> None:
+    names = [s.name for s in (*contract.CHAT_INPUTS, *contract.CHAT_OUTPUTS)]
+    assert len(names) == len(set(names))
+
+
+def test_capabilities_reject_unknown_feature() -> None:
+    with pytest.raises(ValueError, match="tmm.features"):
+        contract.Capabilities.from_parameters({contract.KEY_TASK: "chat", contract.KEY_FEATURES: "vision,smell"})
+
+
+def test_error_mapping_covers_every_leaf_once(package_dir: Path) -> None:
+    """Run inside the installed package's own venv (dify_plugin needs Python 3.12)."""
+    leaves = [c.__name__ for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.TritonMMError)]
+    script = f"""
+import tritonmm.errors as e
+from models.common import ERROR_MAPPING
+hits = {{}}
+for name in {leaves!r}:
+    cls = getattr(e, name)
+    if cls is e.TritonMMError:
+        continue
+    buckets = [k.__name__ for k, v in ERROR_MAPPING.items() if any(issubclass(cls, t) for t in v)]
+    hits[name] = buckets
+bad = {{k: v for k, v in hits.items() if len(v) != 1}}
+assert not bad, bad
+print(sorted(hits.items()))
+"""
+    result = subprocess.run([str(package_dir / ".venv/bin/python"), "-c", script], cwd=package_dir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "InvalidInput', ['InvokeBadRequestError']" in result.stdout
+    assert "RequestTimeout', ['InvokeConnectionError']" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def package_dir(plugin) -> Path:
+    return plugin.plugin_dir
+
+
+def test_settings_from_dify_strings() -> None:
+    s = ServerSettings.from_credentials({"server_url": "triton:8000/", "connect_timeout": "2.5", "read_timeout": ""})
+    assert s.http_url == "http://triton:8000"
+    assert s.grpc_target == "triton:8001"
+    assert s.timeouts.connect == 2.5 and s.timeouts.read == 120.0
+
+
+@pytest.mark.parametrize(
+    ("creds", "fragment"),
+    [
+        ({}, "'server_url' is required"),
+        ({"server_url": "ftp://x"}, "must be an http(s) URL"),
+        ({"server_url": "http://x", "read_timeout": "soon"}, "'read_timeout' must be a number"),
+        ({"server_url": "http://x", "grpc_endpoint": "x"}, "must be host:port"),
+    ],
+)
+def test_settings_errors_name_the_field(creds: dict, fragment: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        ServerSettings.from_credentials(creds)
+    assert fragment in str(raised.value)
+
+
+def test_core_never_imports_dify_plugin() -> None:
+    pattern = re.compile(r"^\s*(from|import)\s+dify_plugin", re.M)
+    for path in (ROOT / "tritonmm").rglob("*.py"):
+        assert not pattern.search(path.read_text()), path
+    assert sys.modules.get("dify_plugin") is None
