@@ -57,7 +57,7 @@ def render_test_repository(dest: Path) -> Path:
 @pytest.fixture(scope="session")
 def triton() -> Iterator[TritonServer]:
     repo = render_test_repository(WORK / "repository")
-    server = TritonServer(repo, models=SERVED, log_path=WORK / "tritonserver.log")
+    server = TritonServer(repo, models=SERVED, log_path=WORK / "tritonserver.log", exit_timeout_s=5)
     server.start(timeout=600)
     yield server
     server.stop()

@@ -70,7 +70,7 @@ def test_step_probe_failed(plugin: PluginProcess, credentials: dict) -> None:
 
 def test_step_server_not_ready(plugin: PluginProcess, tmp_path) -> None:
     # Strict readiness: a model that failed to load makes the whole server "not ready".
-    server = TritonServer(WORK / "repository", models=["refuses"], strict_readiness=True, log_path=tmp_path / "strict.log")
+    server = TritonServer(WORK / "repository", models=["refuses"], strict_readiness=True, log_path=tmp_path / "strict.log", exit_timeout_s=2)
     with server:
         request = urllib.request.Request(f"{server.http_url}/v2/repository/models/broken/load", data=b"{}", method="POST")
         with pytest.raises(urllib.error.HTTPError) as load:

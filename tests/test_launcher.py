@@ -296,6 +296,7 @@ def run_launcher(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
@@ -313,6 +314,27 @@ def test_launcher_refuses_missing_checkpoint(tmp_path: Path) -> None:
     assert no_config.returncode == 1
     assert "has no config.json" in no_config.stderr
     assert not (tmp_path / "work" / "repository").exists()  # refused before rendering anything
+
+
+@needs_server
+def test_launcher_serves_in_background_until_stop(tmp_path: Path) -> None:
+    write_model(tmp_path / "repo", "add", ADD_MODEL)  # not a chat model: no tiny build (torch) needed
+    work = tmp_path / "work"
+    ports = ("--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
+    served = run_launcher("--repository", str(tmp_path / "repo"), "--work-dir", str(work), *ports)
+    assert served.returncode == 0, served.stderr
+    state = json.loads((work / "server.json").read_text())
+    try:
+        assert f"Server URL (server_url):       {state['http_url']}" in served.stdout
+        assert http_status(f"{state['http_url']}/v2/models/add/ready") == 200
+        again = run_launcher("--repository", str(tmp_path / "repo"), "--work-dir", str(work), *ports)
+        assert again.returncode == 1 and "is still running" in again.stderr
+    finally:
+        stopped = run_launcher("stop", "--work-dir", str(work))
+    assert stopped.returncode == 0, stopped.stderr
+    assert group_members(state["pgid"]) == []
+    assert list(SHM_DIR.glob(f"{state['shm_prefix']}*")) == []
+    assert not (work / "server.json").exists()
 
 
 def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
@@ -336,7 +358,8 @@ def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
 
 
 def test_launcher_imports_without_torch() -> None:
-    probe = "import sys, tritonmm_server.launch; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    probe = "import sys, tritonmm_server.launch; print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    command = [sys.executable, "-c", probe]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

@@ -201,7 +201,7 @@ def test_error_mid_stream_is_mapped(plugin: PluginProcess, credentials: dict) ->
 def test_server_stopped(plugin: PluginProcess, tmp_path) -> None:
     from tests.conftest import WORK
 
-    spare = TritonServer(WORK / "repository", models=["refuses"], log_path=tmp_path / "spare.log").start()
+    spare = TritonServer(WORK / "repository", models=["refuses"], log_path=tmp_path / "spare.log", exit_timeout_s=2).start()
     creds = {"server_url": spare.http_url, "grpc_endpoint": spare.grpc_url, "connect_timeout": "2"}
     spare.stop()
     with pytest.raises(PluginError) as raised:
