@@ -1,6 +1,6 @@
 """Small numpy-only Triton models that fail on purpose, for failures that a
 healthy bundled model cannot produce: a model that fails to load, one that
-refuses every request, one that fails after two tokens.
+refuses every request, one that fails after two tokens, one that goes silent.
 
 Their configs are rendered from the contract, so they speak the chat contract
 exactly as the bundled model does.
@@ -39,6 +39,8 @@ def chat_config(name: str, features: str = "vision") -> str:
 
 
 _SENDER = """
+import time
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tritonmm.contract import CHAT_TEXT
@@ -60,21 +62,25 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             for value in TOKENS:
                 sender.send(text(value))
+            time.sleep(PAUSE_S)
             sender.send(error(MESSAGE), flags=FINAL)
         return None
 """
 
+# name: (tokens sent, pause before the final error, the error)
 FIXTURES = {
-    "refuses": ([], "refuses: this test model rejects every request"),
-    "midstream": (["a", "b"], "midstream: this test model fails after two tokens"),
+    "refuses": ([], 0.0, "refuses: this test model rejects every request"),
+    "midstream": (["a", "b"], 0.0, "midstream: this test model fails after two tokens"),
+    "stalls": (["a"], 6.0, "stalls: this test model goes silent after one token"),
 }
 BROKEN_MESSAGE = "broken: this test model cannot load its weights"
 
 
 def write_fixture_models(dest: Path) -> list[str]:
     """Write the fixture models into a model repository directory; return their names."""
-    for name, (tokens, message) in FIXTURES.items():
-        _write(dest / name, chat_config(name), f"TOKENS = {tokens!r}\nMESSAGE = {message!r}\n" + _SENDER)
+    for name, (tokens, pause, message) in FIXTURES.items():
+        constants = f"TOKENS = {tokens!r}\nPAUSE_S = {pause!r}\nMESSAGE = {message!r}\n"
+        _write(dest / name, chat_config(name), constants + _SENDER)
     broken = """
 import triton_python_backend_utils as pb_utils
 

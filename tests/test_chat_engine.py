@@ -13,17 +13,12 @@ import pytest
 from PIL import Image
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
-from tritonmm_server.chat_engine import (
-    VIDEO_MARKER,
-    ChatEngine,
-    Generation,
-    GenerationParams,
-    InputError,
-    _TokenText,
-    parse_params,
-    sample_video_frames,
-)
+from tritonmm_server.chat_engine import VIDEO_MARKER, ChatEngine
+from tritonmm_server.chat_params import GenerationParams, parse_params
+from tritonmm_server.errors import InputError
 from tritonmm_server.tiny_models import ARCHS, build_tiny_model
+from tritonmm_server.token_stream import Generation, TokenText
+from tritonmm_server.video_frames import sample_video_frames
 
 MAX_IMAGES = 4
 VIDEO_FPS = 1.0
@@ -216,7 +211,7 @@ def ids(engine: ChatEngine, text: str) -> list[int]:
     return engine.tokenizer.encode(text, add_special_tokens=False)
 
 
-def push_all(text: _TokenText, token_ids: list[int]) -> list[str]:
+def push_all(text: TokenText, token_ids: list[int]) -> list[str]:
     """Feed tokens as the generation loop does: none after the one that finished it."""
     pieces = []
     for token_id in token_ids:
@@ -229,19 +224,19 @@ def push_all(text: _TokenText, token_ids: list[int]) -> list[str]:
 def test_token_text_holds_incomplete_characters(engine: ChatEngine) -> None:
     euro = ids(engine, "€")  # 3 bytes, not in the tiny BPE's merges: one token per byte
     assert len(euro) == 3
-    text = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=(), max_new=10)
+    text = TokenText(engine.tokenizer, engine.eos_token_ids, stop=(), max_new=10)
     assert push_all(text, euro) == ["", "", "€"]
     assert text.finish_reason is None
 
 
 def test_token_text_flushes_a_held_stop_prefix_when_generation_ends(engine: ChatEngine) -> None:
     tokens = ids(engine, "say ab")
-    at_length = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=len(tokens))
+    at_length = TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=len(tokens))
     pieces = push_all(at_length, tokens)
     assert "".join(pieces) == "say ab" and "ab" in pieces[-1]
     assert at_length.finish_reason == FINISH_LENGTH
 
-    at_eos = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=100)
+    at_eos = TokenText(engine.tokenizer, engine.eos_token_ids, stop=("abc",), max_new=100)
     pieces = push_all(at_eos, [*tokens, engine.tokenizer.eos_token_id])
     assert "".join(pieces) == "say ab" and pieces[-1].endswith("b")
     assert at_eos.finish_reason == FINISH_STOP
@@ -250,7 +245,7 @@ def test_token_text_flushes_a_held_stop_prefix_when_generation_ends(engine: Chat
 def test_token_text_stops_at_the_earliest_stop_sequence(engine: ChatEngine) -> None:
     tokens = ids(engine, "hello")
     assert engine.tokenizer.decode(tokens[:1]) == "he"  # both stop sequences sit in the first token
-    text = _TokenText(engine.tokenizer, engine.eos_token_ids, stop=("e", "h"), max_new=100)
+    text = TokenText(engine.tokenizer, engine.eos_token_ids, stop=("e", "h"), max_new=100)
     assert push_all(text, tokens) == [""]
     assert text.finish_reason == FINISH_STOP
 

@@ -198,6 +198,29 @@ def test_error_mid_stream_is_mapped(plugin: PluginProcess, credentials: dict) ->
     assert "fails after two tokens" in raised.value.message
 
 
+def test_read_timeout_between_tokens(plugin: PluginProcess, credentials: dict) -> None:
+    creds = {**credentials, "read_timeout": "1"}
+    data = {
+        "provider": "triton_multimodal", "model_type": "llm", "model": "stalls", "credentials": creds,
+        "prompt_messages": user(), "model_parameters": {}, "tools": [], "stop": [], "stream": True,
+    }  # fmt: skip
+    received = []
+    with pytest.raises(PluginError) as raised:
+        for message in plugin.stream("model", "invoke_llm", data):
+            received.append(message.data["delta"]["message"]["content"])
+    assert received == ["a"]
+    assert raised.value.error_type == "InvokeConnectionError"
+    assert "sent nothing for 1 s (read timeout)" in raised.value.message
+    assert_streamed(invoke(plugin, credentials, user()))
+
+
+def test_num_tokens_counted_by_the_server(plugin: PluginProcess, credentials: dict) -> None:
+    messages = user(image_part(fx.png()))
+    data = {"provider": "triton_multimodal", "model_type": "llm", "model": "chat", "credentials": credentials, "prompt_messages": messages, "tools": []}
+    [answer] = plugin.call("model", "get_llm_num_tokens", data)
+    assert answer["num_tokens"] == final(invoke(plugin, credentials, messages, max_tokens=1))["usage"]["prompt_tokens"]
+
+
 def test_server_stopped(plugin: PluginProcess, tmp_path) -> None:
     from tests.conftest import WORK
 

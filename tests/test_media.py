@@ -101,3 +101,33 @@ def test_bad_base64_named() -> None:
 def test_fetch_refuses_other_schemes() -> None:
     with pytest.raises(InvalidInput, match="only http"):
         media.fetch_url("file:///etc/passwd", max_bytes=10, timeout=1, what="image 1")
+
+
+def test_fetch_enforces_size_cap_and_names_http_errors() -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/missing":
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the cap must hold while streaming
+            self.wfile.write(b"x" * 5000)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(InvalidInput, match="larger than the 1000-byte cap"):
+            media.fetch_url(f"{base}/big", max_bytes=1000, timeout=5, what="image 1")
+        with pytest.raises(InvalidInput, match="returned HTTP 404"):
+            media.fetch_url(f"{base}/missing", max_bytes=1000, timeout=5, what="image 1")
+        assert len(media.fetch_url(f"{base}/big", max_bytes=10_000, timeout=5, what="image 1")) == 5000
+    finally:
+        server.shutdown()

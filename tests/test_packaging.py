@@ -688,3 +688,22 @@ def test_each_tool_rule_reports_its_problem(
     breakage(tool_plugin)
     problems = problems_of(tool_plugin, tmp_path)
     assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_real_plugins_build_deterministically_and_validate(tmp_path: Path) -> None:
+    """The repository's own plugins, not a fixture: same sources, same bytes, no problems."""
+    from devtools.build_packages import build_plugin, discover_plugins
+    from devtools.validate_package import validate
+
+    root = Path(__file__).resolve().parent.parent / "plugins"
+    plugins = discover_plugins(root)
+    assert plugins, "no plugin found under plugins/"
+    for plugin_dir in plugins:
+        first = build_plugin(plugin_dir, tmp_path / "a")
+        second = build_plugin(plugin_dir, tmp_path / "b")
+        assert first.path.read_bytes() == second.path.read_bytes()
+        assert validate(first.path) == []
+        with zipfile.ZipFile(first.path) as archive:
+            names = archive.namelist()
+        assert "tritonmm/contract.py" in names  # the shared core travels inside the package
+        assert not any(n.startswith(("tests/", ".venv/")) or "__pycache__" in n for n in names)

@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the chat model: tensors in, one response per generated token out.
 
-All the work is in ``tritonmm_server.chat_engine``; this file only adapts it to
-the decoupled python-backend API. Each request runs in its own thread, so one
-instance serves concurrent streams (a blocking ``execute`` would serialise them).
+All the work is in ``tritonmm_server.chat_engine`` and the modules beside it;
+this file only adapts it to the decoupled python-backend API. Each request runs
+in its own thread, so one instance serves concurrent streams (a blocking
+``execute`` would serialise them).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from tritonmm.contract import (
     Capabilities,
     TensorSpec,
 )
-from tritonmm_server.chat_engine import ChatEngine, InputError, parse_params
+from tritonmm_server.chat_engine import ChatEngine
+from tritonmm_server.chat_params import parse_params
+from tritonmm_server.errors import InputError
 
 FINALIZE_WAIT_S = 30.0
 _NUMPY_DTYPES = {"TYPE_STRING": np.object_, "TYPE_INT32": np.int32}

@@ -1,0 +1,118 @@
+"""PARAMS_JSON parsing and validation.
+
+Apart from the engine because it needs no model: the Triton model rejects bad
+parameters before a request reaches preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tritonmm.contract import (
+    CHAT_PARAMS,
+    PARAM_MAX_TOKENS,
+    PARAM_SEED,
+    PARAM_STOP,
+    PARAM_TEMPERATURE,
+    PARAM_TOP_K,
+    PARAM_TOP_P,
+)
+from tritonmm_server.errors import InputError
+
+MAX_STOP_SEQUENCES = 16
+_SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes unsigned 64-bit seeds
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 256  # 0: only count the prompt
+    temperature: float = 0.7  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # None: a fresh random seed per request
+
+
+def parse_params(raw_json: str | None) -> GenerationParams:
+    """Parse and validate PARAMS_JSON; absent, empty or ``null`` values take the defaults."""
+    if raw_json is None or not raw_json.strip():
+        return GenerationParams()
+    try:
+        raw = json.loads(raw_json)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{CHAT_PARAMS.name} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{CHAT_PARAMS.name} must be a JSON object, got {type(raw).__name__}")
+    values = {k: v for k, v in raw.items() if v is not None}
+    unknown = sorted(set(values) - set(_PARAMS))
+    if unknown:
+        raise InputError(f"unknown parameter {unknown[0]!r}; known parameters: {', '.join(_PARAMS)}")
+    fields = {}
+    for key, value in values.items():
+        name, validate = _PARAMS[key]
+        fields[name] = validate(key, value)
+    return GenerationParams(**fields)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    if is_int(value):
+        return abs(value) < 2**63  # a bigger JSON integer would overflow float()
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _max_tokens(key: str, value: Any) -> int:
+    if not is_int(value) or value < 0:
+        raise InputError(f"{key} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _temperature(key: str, value: Any) -> float:
+    if not _is_number(value) or value < 0:
+        raise InputError(f"{key} must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def _top_p(key: str, value: Any) -> float:
+    if not _is_number(value) or not 0 < value <= 1:
+        raise InputError(f"{key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _top_k(key: str, value: Any) -> int:
+    if not is_int(value) or value < 0:
+        raise InputError(f"{key} must be an integer >= 0 (0 disables it), got {value!r}")
+    return value
+
+
+def _stop(key: str, value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(s, str) and s for s in items):
+        raise InputError(f"{key} must be a non-empty string or a list of them, got {value!r}")
+    if len(items) > MAX_STOP_SEQUENCES:
+        raise InputError(f"{key} takes at most {MAX_STOP_SEQUENCES} sequences, got {len(items)}")
+    return tuple(dict.fromkeys(items))
+
+
+def _seed(key: str, value: Any) -> int:
+    if not is_int(value) or not 0 <= value < _SEED_LIMIT:
+        raise InputError(f"{key} must be an integer in [0, 2**64), got {value!r}")
+    return value
+
+
+# wire key -> (GenerationParams field, validator)
+_PARAMS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
+    PARAM_MAX_TOKENS: ("max_tokens", _max_tokens),
+    PARAM_TEMPERATURE: ("temperature", _temperature),
+    PARAM_TOP_P: ("top_p", _top_p),
+    PARAM_TOP_K: ("top_k", _top_k),
+    PARAM_STOP: ("stop", _stop),
+    PARAM_SEED: ("seed", _seed),
+}
