@@ -105,3 +105,10 @@ def test_core_never_imports_dify_plugin() -> None:
     for path in (ROOT / "tritonmm").rglob("*.py"):
         assert not pattern.search(path.read_text()), path
     assert sys.modules.get("dify_plugin") is None
+
+
+def test_contract_page_names_every_tensor_and_key() -> None:
+    page = (ROOT / "docs" / "chat-contract.md").read_text()
+    keys = [v for k, v in vars(contract).items() if k.startswith("KEY_")]
+    for name in [s.name for s in (*contract.CHAT_INPUTS, *contract.CHAT_OUTPUTS)] + keys + [contract.INVALID_INPUT_PREFIX]:
+        assert f"`{name}" in page, name

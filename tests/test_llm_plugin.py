@@ -245,3 +245,22 @@ def test_tokens_arrive_as_generated(plugin: PluginProcess, credentials: dict) ->
     assert len(arrivals) >= 2
     assert arrivals == sorted(arrivals) and arrivals[-1] > arrivals[0]
 
+
+
+def test_concurrent_streams_do_not_mix(plugin: PluginProcess, credentials: dict) -> None:
+    """Four sessions at once in one plugin process: each answer equals its sequential twin."""
+    messages = user(image_part(fx.png()))
+    seeds = [21, 22, 23, 24]
+    expected = {s: text_of(invoke(plugin, credentials, messages, seed=s, max_tokens=16)) for s in seeds}
+    results: dict[int, str] = {}
+
+    def run(seed: int) -> None:
+        results[seed] = text_of(invoke(plugin, credentials, messages, seed=seed, max_tokens=16))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == expected
+    assert len(set(expected.values())) > 1  # the seeds really differ

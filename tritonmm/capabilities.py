@@ -47,7 +47,8 @@ def _read(settings: ServerSettings, model: str) -> Capabilities:
         caps = Capabilities.from_parameters(config_parameters(config))
     except ValueError as exc:
         raise InvalidInput(
-            f"model '{model}' on {settings.http_url} does not follow the tritonmm contract: {exc}"
+            f"model '{model}' on {settings.http_url} does not follow the tritonmm chat contract "
+            f"(docs/chat-contract.md): {exc}"
         ) from None
     if not http.is_model_ready(model):
         raise ModelNotReady(f"model '{model}' is in the repository of {settings.http_url} but not loaded (not ready)")

@@ -20,6 +20,7 @@ import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tritonmm.errors import ConnectionFailed, InvalidInput, RequestTimeout, UnsupportedMedia
+from tritonmm.images import to_rgb
 from tritonmm.settings import DEFAULT_MEDIA_LIMITS, MediaLimits
 
 
@@ -151,7 +152,7 @@ def _shrink(image: Image.Image, data: bytes, mime: str, what: str, max_side: int
     rotated = _needs_exif_rotation(image)
     if mime in ("image/png", "image/jpeg") and not too_big and not rotated:
         return data
-    image = _flatten(ImageOps.exif_transpose(image))
+    image = to_rgb(ImageOps.exif_transpose(image))
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=90)
@@ -170,16 +171,6 @@ def _needs_exif_rotation(image: Image.Image) -> bool:
         return image.getexif().get(0x0112, 1) not in (1, None)
     except Exception:  # noqa: BLE001 - malformed EXIF must not reject an otherwise fine image
         return False
-
-
-def _flatten(image: Image.Image) -> Image.Image:
-    """RGB on white: models take RGB, and JPEG cannot hold alpha."""
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def check_video(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:

@@ -43,6 +43,7 @@ from transformers import (
 )
 
 from tritonmm.contract import CHAT_MESSAGES
+from tritonmm.images import to_rgb
 from tritonmm_server.chat_params import GenerationParams, is_int
 from tritonmm_server.errors import InputError
 from tritonmm_server.token_stream import END, Generation, Relay, Sampler
@@ -122,23 +123,12 @@ def _decode_image(where: str, data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
-            return _to_rgb(img)
+            return to_rgb(img)
     except Image.UnidentifiedImageError:
         raise InputError(f"{where}: cannot identify image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # PIL reports truncated or corrupt data with these.
         raise InputError(f"{where}: cannot decode image: {exc}") from None
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    # Flattening transparency onto white, not black: dark text on a transparent
-    # background (logos, screenshots) would otherwise vanish.
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
-        canvas.paste(rgba, mask=rgba.getchannel("A"))
-        return canvas
-    return img.convert("RGB")
 
 
 # --- prepared request --------------------------------------------------------

@@ -288,6 +288,7 @@ def build_tiny_model(arch: str, dest: Path) -> Path:
         _from_model_config=False,
     )
     dest.mkdir(parents=True, exist_ok=True)
+    transformers_logging.disable_progress_bar()  # a one-shard bar is noise in launcher output
     model.save_pretrained(dest)
     processor.save_pretrained(dest)
     return dest
@@ -303,7 +304,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory to write the checkpoint to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    transformers_logging.disable_progress_bar()
     start = time.perf_counter()
     out = build_tiny_model(args.arch, args.out)
     log.info(
