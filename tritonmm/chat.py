@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tritonmm import contract, media, routing
 from tritonmm.contract import Capabilities
@@ -84,6 +84,8 @@ def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
     else:
         raise InvalidInput(f"{what} has neither base64_data nor url")
     if part.modality is Modality.IMAGE:
+        if part.low_detail:
+            limits = replace(limits, image_max_side=min(limits.image_max_side, limits.low_detail_max_side))
         return media.prepare_image(data, what, limits)
     return media.check_video(data, what, limits)
 

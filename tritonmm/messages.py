@@ -20,6 +20,7 @@ class MediaPart:
     base64_data: str = ""
     url: str = ""
     mime_type: str = ""
+    low_detail: bool = False  # Dify's vision "detail: low": a smaller image is enough
 
 
 Part = TextPart | MediaPart

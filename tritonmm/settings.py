@@ -40,6 +40,7 @@ class MediaLimits:
     """Caps applied in the plugin before anything is sent to Triton."""
 
     image_max_side: int = 1536  # longest side after downscaling, in pixels
+    low_detail_max_side: int = 512  # for parts marked detail=low, as OpenAI's "low" does
     image_max_pixels: int = 120_000_000  # refuse to decode more (decompression bombs)
     image_max_bytes: int = 40 * 1024 * 1024
     video_max_bytes: int = 200 * 1024 * 1024

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dify_plugin.entities.model.message import (
+    ImagePromptMessageContent,
     MultiModalPromptMessageContent,
     PromptMessage,
     PromptMessageContentType,
@@ -52,7 +53,10 @@ def _part(item: Any) -> Part:
     if modality is None or not isinstance(item, MultiModalPromptMessageContent):
         supported = ", ".join(["text", *(m.value for m in _MODALITIES.values())])
         raise UnsupportedMedia(f"{item.type.value} parts are not supported (supported: {supported})")
-    return MediaPart(modality=modality, base64_data=item.base64_data, url=item.url, mime_type=item.mime_type)
+    low_detail = getattr(item, "detail", None) == ImagePromptMessageContent.DETAIL.LOW
+    return MediaPart(
+        modality=modality, base64_data=item.base64_data, url=item.url, mime_type=item.mime_type, low_detail=low_detail
+    )
 
 
 def to_chat_params(model_parameters: Mapping[str, Any], stop: Sequence[str] | None) -> ChatParams:

@@ -1,0 +1,69 @@
+"""How a chat request becomes tensors, without a server: media by index, images
+shrunk before sending, parts a model cannot take refused by name."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from tests import media_fixtures as fx
+from tritonmm import chat, contract
+from tritonmm.contract import Capabilities, Feature, Task
+from tritonmm.errors import InvalidInput, UnsupportedMedia
+from tritonmm.media import Modality
+from tritonmm.messages import MediaPart, Message, TextPart
+from tritonmm.settings import ServerSettings
+
+SETTINGS = ServerSettings.from_credentials({"server_url": "http://127.0.0.1:1"})
+VISION = Capabilities(Task.CHAT, frozenset({Feature.VISION}), 4096, 2, "tiny")
+
+
+def image(data: bytes, *, low: bool = False) -> MediaPart:
+    return MediaPart(Modality.IMAGE, base64_data=base64.b64encode(data).decode(), low_detail=low)
+
+
+def tensors(messages: list[Message], caps: Capabilities = VISION, params: chat.ChatParams = chat.ChatParams()) -> dict:
+    return {t.spec.name: t.elements for t in chat.build_inputs(messages, params, caps, SETTINGS, "m")}
+
+
+def width(data: bytes) -> int:
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size[0]
+
+
+def test_media_are_referenced_by_index_and_sent_as_raw_bytes() -> None:
+    png = fx.png()
+    out = tensors([Message("user", (TextPart("compare"), image(png), image(png)))])
+    wire = json.loads(out[contract.CHAT_MESSAGES.name][0])
+    assert wire == [{"role": "user", "content": [{"type": "text", "text": "compare"}, {"type": "image", "index": 0}, {"type": "image", "index": 1}]}]
+    assert out[contract.CHAT_IMAGES.name] == (png, png)  # small PNGs travel unchanged
+    assert contract.CHAT_VIDEOS.name not in out
+
+
+def test_detail_low_shrinks_more_than_high() -> None:
+    big = fx.jpeg(2000, 1000)
+    high = tensors([Message("user", (image(big),))])[contract.CHAT_IMAGES.name][0]
+    low = tensors([Message("user", (image(big, low=True),))])[contract.CHAT_IMAGES.name][0]
+    assert width(high) == SETTINGS.media.image_max_side
+    assert width(low) == SETTINGS.media.low_detail_max_side
+
+
+def test_params_json_keeps_only_what_was_set() -> None:
+    params = chat.ChatParams(max_tokens=0, temperature=0.0, stop=("END",))
+    raw = tensors([Message("user", (TextPart("hi"),))], params=params)[contract.CHAT_PARAMS.name][0]
+    assert json.loads(raw) == {"max_tokens": 0, "temperature": 0.0, "stop": ["END"]}
+
+
+def test_video_refused_when_the_config_lacks_it() -> None:
+    part = MediaPart(Modality.VIDEO, base64_data=base64.b64encode(b"\0\0\0\x18ftypisom").decode())
+    with pytest.raises(UnsupportedMedia, match="does not accept video input .*features: vision"):
+        tensors([Message("user", (part,))])
+
+
+def test_too_many_images_refused() -> None:
+    with pytest.raises(InvalidInput, match="3 images in one request; model 'm' accepts at most 2"):
+        tensors([Message("user", (image(fx.png()),) * 3)])
