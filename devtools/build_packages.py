@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.validate_package import read_manifest, validate_zip
+from devtools.pkgcheck import read_manifest, validate_zip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold

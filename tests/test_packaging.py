@@ -1,4 +1,4 @@
-"""Tests for devtools.build_packages and devtools.validate_package.
+"""Tests for devtools.build_packages and devtools.pkgcheck (with its command line, devtools.validate_package).
 
 A small but complete model-provider plugin is written to a temp dir. The build tests check the
 zip the builder makes from it; each rule test breaks exactly one thing in it and expects exactly
@@ -16,7 +16,8 @@ import pytest
 
 from devtools import build_packages, validate_package
 from devtools.build_packages import BuildError, IgnorePattern, IgnoreRules, collect_files, write_zip
-from devtools.validate_package import validate
+from devtools.pkgcheck import archive as archive_checks
+from devtools.pkgcheck import validate
 
 MANIFEST = """\
 version: 0.1.0
@@ -609,7 +610,7 @@ def test_unsafe_path_is_refused(model_plugin: Path, tmp_path: Path) -> None:
 def test_oversize_package_is_refused(model_plugin: Path, tmp_path: Path) -> None:
     # A sparse file: 50 MB + 1 on paper, no disk blocks, and zeros deflate to almost nothing.
     with open(model_plugin / "_assets/huge.bin", "wb") as handle:
-        handle.truncate(validate_package.MAX_UNCOMPRESSED_BYTES + 1)
+        handle.truncate(archive_checks.MAX_UNCOMPRESSED_BYTES + 1)
     problems = problems_of(model_plugin, tmp_path)
     assert len(problems) == 1 and "bytes uncompressed, over 52428800" in problems[0], problems
     assert "_assets/huge.bin" in problems[0]  # the largest files are named, like the daemon does
@@ -618,7 +619,7 @@ def test_oversize_package_is_refused(model_plugin: Path, tmp_path: Path) -> None
 def test_too_many_files_is_refused(
     model_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(validate_package, "MAX_FILES", len(EXPECTED_ENTRIES) - 1)
+    monkeypatch.setattr(archive_checks, "MAX_FILES", len(EXPECTED_ENTRIES) - 1)
     problems = problems_of(model_plugin, tmp_path)
     assert len(problems) == 1 and f"{len(EXPECTED_ENTRIES)} files, over" in problems[0], problems
 
@@ -693,7 +694,6 @@ def test_each_tool_rule_reports_its_problem(
 def test_real_plugins_build_deterministically_and_validate(tmp_path: Path) -> None:
     """The repository's own plugins, not a fixture: same sources, same bytes, no problems."""
     from devtools.build_packages import build_plugin, discover_plugins
-    from devtools.validate_package import validate
 
     root = Path(__file__).resolve().parent.parent / "plugins"
     plugins = discover_plugins(root)

@@ -1,0 +1,62 @@
+"""Offline checks of a built ``.difypkg`` against the rules Dify applies when the package is installed.
+
+The Dify plugin daemon, the Dify API and the ``dify_plugin`` SDK each refuse packages for their own
+reasons, and most of those refusals only show up on a running Dify (upload error, HTTP 400, or a
+plugin that never sends its first heartbeat). This package encodes those rules so a package can be
+checked offline, before anyone uploads it; one module per area of the package.
+
+Every problem names the rule it enforces in square brackets, with a pointer into
+``shared/reference/dify-plugin-protocol.md`` (``§x.y``), where the upstream source is cited.
+
+Usage::
+
+    from devtools.pkgcheck import validate
+    problems = validate("dist/foo-0.1.0.difypkg")           # [] means valid
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+from devtools.pkgcheck.archive import check_archive
+from devtools.pkgcheck.common import R_MANIFEST, R_ZIP, PackageFileError, PackageView, dig, str_list
+from devtools.pkgcheck.dependencies import check_dependencies
+from devtools.pkgcheck.manifest import MANIFEST, check_documents, check_manifest, read_manifest
+from devtools.pkgcheck.model_provider import check_model_provider
+from devtools.pkgcheck.tool_provider import check_tool_provider
+
+__all__ = ["read_manifest", "validate", "validate_zip"]
+
+
+def validate_zip(zf: zipfile.ZipFile) -> list[str]:
+    """All problems of an open package; an empty list means it is valid."""
+    problems = list(check_archive(zf.infolist()))
+    pkg = PackageView(zf)
+    try:
+        manifest = read_manifest(zf)
+    except PackageFileError as exc:
+        return [*problems, str(exc)]
+    if not isinstance(manifest, dict):
+        return [*problems, f"{MANIFEST}: must be a mapping [{R_MANIFEST}]"]
+    problems += check_manifest(pkg, manifest)
+    problems += check_documents(pkg, manifest)
+    problems += check_dependencies(pkg)
+    # Providers that are missing were already reported by the manifest checks.
+    for provider in str_list(dig(manifest, "plugins.models")):
+        if pkg.has(provider):
+            problems += check_model_provider(pkg, provider)
+    for provider in str_list(dig(manifest, "plugins.tools")):
+        if pkg.has(provider):
+            problems += check_tool_provider(pkg, provider)
+    return problems
+
+
+def validate(path: str | Path) -> list[str]:
+    """All problems of the package at ``path``; an empty list means it is valid."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return validate_zip(zf)
+    except (OSError, zipfile.BadZipFile, zlib.error) as exc:  # zlib.error: corrupt deflate data
+        return [f"{path}: not a readable zip archive ({exc}) [{R_ZIP}]"]
