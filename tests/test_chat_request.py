@@ -26,8 +26,9 @@ def image(data: bytes, *, low: bool = False) -> MediaPart:
     return MediaPart(Modality.IMAGE, base64_data=base64.b64encode(data).decode(), low_detail=low)
 
 
-def tensors(messages: list[Message], caps: Capabilities = VISION, params: chat.ChatParams = chat.ChatParams()) -> dict:
-    return {t.spec.name: t.elements for t in chat.build_inputs(messages, params, caps, SETTINGS, "m")}
+def tensors(messages: list[Message], caps: Capabilities = VISION, params: chat.ChatParams | None = None) -> dict:
+    inputs = chat.build_inputs(messages, params or chat.ChatParams(), caps, SETTINGS, "m")
+    return {t.spec.name: t.elements for t in inputs}
 
 
 def width(data: bytes) -> int:

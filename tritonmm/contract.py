@@ -11,16 +11,16 @@ stub (Python 3.11, torch) and inside the Dify plugin (Python 3.12, no torch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     """What a bundled model does; declared as ``tmm.task`` in its config."""
 
     CHAT = "chat"
 
 
-class Feature(str, Enum):
+class Feature(StrEnum):
     """Media a chat model accepts; declared as ``tmm.features`` (comma separated).
 
     The values are Dify's own ``ModelFeature`` names so that the plugin can copy

@@ -14,7 +14,7 @@ import binascii
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,7 +24,7 @@ from tritonmm.images import to_rgb
 from tritonmm.settings import DEFAULT_MEDIA_LIMITS, MediaLimits
 
 
-class Modality(str, Enum):
+class Modality(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     AUDIO = "audio"

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import grpc
 import httpx
 
+from tritonmm.contract import INVALID_INPUT_PREFIX
 from tritonmm.errors import (
     Cancelled,
     ConnectionFailed,
@@ -20,7 +21,6 @@ from tritonmm.errors import (
     Unauthorized,
     Unavailable,
 )
-from tritonmm.contract import INVALID_INPUT_PREFIX
 
 _UNKNOWN_MODEL = re.compile(r"unknown model|has no available versions|is not found", re.I)
 _NOT_READY = re.compile(r"not at ready state|is not ready|version not ready", re.I)

@@ -143,7 +143,7 @@ class InferStream:
 def _decode(response: service_pb2.ModelInferResponse) -> StreamResponse:
     outputs = {
         out.name: tensors.decode(out.datatype, raw)
-        for out, raw in zip(response.outputs, response.raw_output_contents)
+        for out, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
     final_param = response.parameters.get("triton_final_response")
     return StreamResponse(outputs=outputs, final=bool(final_param and final_param.bool_param))

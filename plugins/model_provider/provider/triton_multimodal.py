@@ -1,8 +1,8 @@
 from dify_plugin import ModelProvider
 from dify_plugin.entities.model import ModelType
 from dify_plugin.errors.model import CredentialsValidateFailedError
-
 from models.llm.llm import BUNDLED_MODEL
+
 from tritonmm import chat
 
 

@@ -11,9 +11,9 @@ from dify_plugin.entities import I18nObject
 from dify_plugin.entities.model import AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey, ModelType
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import AssistantPromptMessage, PromptMessage, PromptMessageTool
-
 from models.common import TritonModelMixin
 from models.llm.convert import to_chat_params, to_messages
+
 from tritonmm import chat
 from tritonmm.capabilities import model_capabilities
 from tritonmm.chat import ChatChunk, ChatParams
