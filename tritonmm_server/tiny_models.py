@@ -178,14 +178,7 @@ def _build_idefics3(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[
     image_size, patch_size, scale_factor = 64, 8, 2
     image_seq_len = (image_size // patch_size) ** 2 // scale_factor**2
     config = Idefics3Config(
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": patch_size,
-        },
+        vision_config=_vision_config(image_size, patch_size),
         text_config=_text_config(tokenizer),
         scale_factor=scale_factor,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -200,20 +193,24 @@ def _build_idefics3(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[
     return Idefics3ForConditionalGeneration(config), processor
 
 
+def _vision_config(image_size: int, patch_size: int, **extra: object) -> dict[str, object]:
+    """A two-layer vision tower: the smallest that still runs the real code path."""
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        **extra,
+    }
+
+
 def _build_llava(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[PreTrainedModel, ProcessorMixin]:
     # A 32 px CLIP tower in 8 px patches: 16 patch tokens (the CLS token is dropped).
     image_size, patch_size = 32, 8
     config = LlavaConfig(
-        vision_config={
-            "model_type": "clip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": patch_size,
-            "projection_dim": 32,
-        },
+        vision_config=_vision_config(image_size, patch_size, model_type="clip_vision_model", projection_dim=32),
         text_config=_text_config(tokenizer),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch_size) ** 2,
