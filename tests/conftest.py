@@ -25,7 +25,7 @@ from tritonmm_server.runtime import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "tests"
-SERVED = ["chat", "chat_llava", "refuses", "midstream", "stalls"]
+SERVED = ["chat", "chat_llava", "refuses", "midstream", "stalls", "echo_bytes"]
 VIDEO_MAX_FRAMES = 4
 
 

@@ -1,6 +1,7 @@
 """Small numpy-only Triton models that fail on purpose, for failures that a
 healthy bundled model cannot produce: a model that fails to load, one that
-refuses every request, one that fails after two tokens, one that goes silent.
+refuses every request, one that fails after two tokens, one that goes silent;
+and a batched echo model for the unary transport.
 
 Their configs are rendered from the contract, so they speak the chat contract
 exactly as the bundled model does.
@@ -76,6 +77,33 @@ FIXTURES = {
 BROKEN_MESSAGE = "broken: this test model cannot load its weights"
 
 
+ECHO_CONFIG = """
+name: "echo_bytes"
+backend: "python"
+max_batch_size: 8
+dynamic_batching { }
+input [ { name: "BLOB" data_type: TYPE_STRING dims: [ 1 ] } ]
+output [ { name: "SIZE" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "BLOB_OUT" data_type: TYPE_STRING dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+ECHO_CODE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            rows = pb_utils.get_input_tensor_by_name(request, "BLOB").as_numpy()
+            sizes = np.array([[len(row[0])] for row in rows], dtype=np.int32)
+            backwards = np.array([[row[0][::-1]] for row in rows], dtype=np.object_)
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SIZE", sizes), pb_utils.Tensor("BLOB_OUT", backwards)]))
+        return responses
+"""
+
+
 def write_fixture_models(dest: Path) -> list[str]:
     """Write the fixture models into a model repository directory; return their names."""
     for name, (tokens, pause, message) in FIXTURES.items():
@@ -93,7 +121,8 @@ class TritonPythonModel:
         return None
 """
     _write(dest / "broken", chat_config("broken"), f"MESSAGE = {BROKEN_MESSAGE!r}\n" + broken)
-    return [*FIXTURES, "broken"]
+    _write(dest / "echo_bytes", ECHO_CONFIG.lstrip(), ECHO_CODE)
+    return [*FIXTURES, "broken", "echo_bytes"]
 
 
 def _write(model_dir: Path, config: str, code: str) -> None:

@@ -7,13 +7,18 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from devtools.plugin_harness import PluginProcess
 from tests import media_fixtures as fx
 from tests.test_llm_plugin import image_part, invoke, user
 from tritonmm import chat
 from tritonmm.capabilities import model_capabilities
+from tritonmm.contract import TensorSpec
+from tritonmm.errors import InvalidInput, ModelNotFound
 from tritonmm.messages import Message, TextPart
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import InputTensor, TritonHTTP
 from tritonmm_server.runtime import TritonServer
 
 
@@ -35,6 +40,26 @@ def test_closing_the_stream_cancels_generation_on_the_server(triton: TritonServe
             return
         time.sleep(0.2)
     raise AssertionError("the model never logged the cancellation")
+
+
+BLOB = TensorSpec("BLOB", "TYPE_STRING", (1,))
+
+
+def test_unary_infer_carries_raw_bytes_in_batches(credentials: dict) -> None:
+    http = TritonHTTP(ServerSettings.from_credentials(credentials))
+    blobs = (b"", b"a\x00b\x00\x00", bytes(range(256)) * 20_000)  # NULs kept, 5 MB row
+    out = http.infer("echo_bytes", [InputTensor(BLOB, blobs, batched=True)], ["SIZE", "BLOB_OUT"])
+    assert out["SIZE"] == [len(b) for b in blobs]
+    assert out["BLOB_OUT"] == [b[::-1] for b in blobs]
+
+
+def test_unary_infer_errors_are_ours(credentials: dict) -> None:
+    http = TritonHTTP(ServerSettings.from_credentials(credentials))
+    too_many = InputTensor(BLOB, (b"x",) * 9, batched=True)  # max_batch_size is 8
+    with pytest.raises(InvalidInput, match="batch-size must be <= 8"):
+        http.infer("echo_bytes", [too_many], ["SIZE"])
+    with pytest.raises(ModelNotFound):
+        http.infer("no_such_model", [too_many], ["SIZE"])
 
 
 def _grpc_connections(pid: int, port: int) -> int:

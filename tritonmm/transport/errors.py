@@ -50,11 +50,19 @@ def from_server_message(message: str, model: str) -> TritonMMError:
 
 
 def from_http_status(status: int, message: str, model: str) -> TritonMMError:
+    """Triton's HTTP status follows the error code (INVALID_ARG 400, NOT_FOUND 404,
+    UNAVAILABLE 503, INTERNAL 500); its texts refine 400, which it also uses for
+    unknown and unready models."""
     if status in (401, 403):
         return Unauthorized(f"the server refused the credentials (HTTP {status}): {message}")
     if status == 503:
         return Unavailable(f"the server is unavailable (HTTP 503): {message}")
-    return from_server_message(message, model)
+    error = from_server_message(message, model)
+    if status == 400 and type(error) is ServerError:
+        return InvalidInput(f"model '{model}' refused the request: {message}")
+    if status == 404 and type(error) is ServerError:
+        return ModelNotFound(f"model '{model}': {message}")
+    return error
 
 
 @contextmanager

@@ -6,13 +6,16 @@ plugin process. httpx is gevent-friendly under the SDK's monkey-patching.
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import httpx
 
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import tensors
 from tritonmm.transport.errors import from_http_status, translated
+from tritonmm.transport.tensors import InputTensor
 
 _clients: dict[tuple[str, float, float], httpx.Client] = {}
 _clients_lock = threading.Lock()
@@ -64,6 +67,49 @@ class TritonHTTP:
         if response.status_code != 200:
             raise from_http_status(response.status_code, _error_text(response), "")
         return response.json()
+
+
+    def infer(self, model: str, inputs: list[InputTensor], outputs: list[str]) -> dict[str, list]:
+        """Unary ``/infer`` with every tensor as raw bytes (binary-data extension).
+
+        Returns each requested output as a flat list (bytes for BYTES). JSON
+        never carries the payload: 1 MB costs ~5 ms this way, ~90 ms as base64
+        JSON (triton-server-notes §3).
+        """
+        raws = [t.raw() for t in inputs]
+        header = {
+            "inputs": [
+                {"name": t.spec.name, "shape": t.shape, "datatype": t.spec.wire_dtype,
+                 "parameters": {"binary_data_size": len(raw)}}
+                for t, raw in zip(inputs, raws, strict=True)
+            ],
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+        }  # fmt: skip
+        head = json.dumps(header).encode()
+        with translated(self.settings.http_url, model):
+            response = self._client.post(
+                f"/v2/models/{model}/infer",
+                content=b"".join([head, *raws]),
+                headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
+            )
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), model)
+        return _decode_infer_response(response)
+
+
+def _decode_infer_response(response: httpx.Response) -> dict[str, list]:
+    body = response.content
+    head_len = int(response.headers.get("Inference-Header-Content-Length") or len(body))
+    header = json.loads(body[:head_len])
+    pos, result = head_len, {}
+    for out in header.get("outputs", []):
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is None:  # the server answered this one in JSON after all
+            result[out["name"]] = out.get("data", [])
+            continue
+        result[out["name"]] = tensors.decode(out["datatype"], body[pos : pos + size])
+        pos += size
+    return result
 
 
 def _error_text(response: httpx.Response) -> str:

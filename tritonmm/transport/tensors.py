@@ -15,12 +15,16 @@ from tritonmm.contract import TensorSpec
 
 @dataclass(frozen=True)
 class InputTensor:
+    """A BYTES input. ``batched``: one element per batch row, shape [n, 1], for
+    models with ``max_batch_size > 0`` (dynamic batching); else shape [n]."""
+
     spec: TensorSpec
     elements: tuple[bytes, ...]
+    batched: bool = False
 
     @property
     def shape(self) -> list[int]:
-        return [len(self.elements)]
+        return [len(self.elements), 1] if self.batched else [len(self.elements)]
 
     def raw(self) -> bytes:
         return encode_bytes(self.elements)
