@@ -82,6 +82,7 @@ name: "echo_bytes"
 backend: "python"
 max_batch_size: 8
 dynamic_batching { }
+response_cache { enable: true }
 input [ { name: "BLOB" data_type: TYPE_STRING dims: [ 1 ] } ]
 output [ { name: "SIZE" data_type: TYPE_INT32 dims: [ 1 ] }, { name: "BLOB_OUT" data_type: TYPE_STRING dims: [ 1 ] } ]
 instance_group [ { count: 1 kind: KIND_CPU } ]

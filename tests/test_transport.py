@@ -3,8 +3,10 @@ one pooled gRPC connection per server in the plugin process."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,22 @@ def test_unary_infer_carries_raw_bytes_in_batches(credentials: dict) -> None:
     out = http.infer("echo_bytes", [InputTensor(BLOB, blobs, batched=True)], ["SIZE", "BLOB_OUT"])
     assert out["SIZE"] == [len(b) for b in blobs]
     assert out["BLOB_OUT"] == [b[::-1] for b in blobs]
+
+
+def test_identical_requests_are_answered_from_the_response_cache(credentials: dict) -> None:
+    http = TritonHTTP(ServerSettings.from_credentials(credentials))
+    request = [InputTensor(BLOB, (b"cache me",), batched=True)]
+    before = _cache_hits(credentials, "echo_bytes")
+    first = http.infer("echo_bytes", request, ["BLOB_OUT"])
+    second = http.infer("echo_bytes", request, ["BLOB_OUT"])
+    assert first == second == {"BLOB_OUT": [b"em ehcac"]}
+    assert _cache_hits(credentials, "echo_bytes") == before + 1
+
+
+def _cache_hits(credentials: dict, model: str) -> int:
+    with urllib.request.urlopen(f"{credentials['server_url']}/v2/models/{model}/stats", timeout=10) as response:
+        stats = json.load(response)["model_stats"][0]["inference_stats"]
+    return int(stats["cache_hit"]["count"])
 
 
 def test_unary_infer_errors_are_ours(credentials: dict) -> None:

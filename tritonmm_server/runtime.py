@@ -388,6 +388,7 @@ class TritonServer:
         log_path: Path | None = None,
         strict_readiness: bool = False,
         exit_timeout_s: int = 30,
+        response_cache_bytes: int = 256 * 1024 * 1024,
         extra_args: Sequence[str] = (),
         tritonserver_dir: Path | None = None,
     ) -> None:
@@ -396,6 +397,7 @@ class TritonServer:
         self.host = host
         self.strict_readiness = strict_readiness
         self.exit_timeout_s = exit_timeout_s
+        self.response_cache_bytes = response_cache_bytes
         self.extra_args = list(extra_args)
         self._requested_ports = (http_port, grpc_port, metrics_port)
         self._tritonserver_dir = tritonserver_dir
@@ -616,6 +618,9 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={ports.metrics}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            # models opt in with `response_cache { enable: true }`; identical requests
+            # to embedding and rerank models are then answered without running them
+            f"--cache-config=local,size={self.response_cache_bytes}",
             *self.extra_args,
         ]
 
