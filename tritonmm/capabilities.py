@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
-from tritonmm.contract import Capabilities
+from tritonmm.contract import Capabilities, Task
 from tritonmm.errors import InvalidInput, ModelNotReady
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import TritonHTTP, config_parameters
@@ -21,16 +22,22 @@ _cache: dict[tuple[str, str], tuple[float, Capabilities]] = {}
 _lock = threading.Lock()
 
 
-def model_capabilities(settings: ServerSettings, model: str, *, fresh: bool = False) -> Capabilities:
+def model_capabilities(
+    settings: ServerSettings, model: str, task: Task | None = None, *, fresh: bool = False
+) -> Capabilities:
+    """The model's capabilities; with ``task``, refuse a model that does something else."""
     key = (settings.http_url, model)
     now = time.monotonic()
     with _lock:
         hit = _cache.get(key)
     if hit and not fresh and now - hit[0] < TTL:
-        return hit[1]
-    caps = _read(settings, model)
-    with _lock:
-        _cache[key] = (now, caps)
+        caps = hit[1]
+    else:
+        caps = _read(settings, model)
+        with _lock:
+            _cache[key] = (now, caps)
+    if task is not None and caps.task is not task:
+        raise InvalidInput(f"model '{model}' is a {caps.task.value} model, not a {task.value} model")
     return caps
 
 
@@ -45,10 +52,11 @@ def _read(settings: ServerSettings, model: str) -> Capabilities:
     config = http.model_config(model)  # raises ModelNotFound for an unknown name
     try:
         caps = Capabilities.from_parameters(config_parameters(config))
+        caps = replace(caps, max_batch_size=int(config.get("max_batch_size") or 0))
     except ValueError as exc:
         raise InvalidInput(
             f"model '{model}' on {settings.http_url} does not follow the tritonmm chat contract "
-            f"(docs/chat-contract.md): {exc}"
+            f"(docs/model-contract.md): {exc}"
         ) from None
     if not http.is_model_ready(model):
         raise ModelNotReady(f"model '{model}' is in the repository of {settings.http_url} but not loaded (not ready)")

@@ -18,6 +18,7 @@ class Task(StrEnum):
     """What a bundled model does; declared as ``tmm.task`` in its config."""
 
     CHAT = "chat"
+    TEXT_EMBEDDING = "text_embedding"
 
 
 class Feature(StrEnum):
@@ -63,6 +64,18 @@ CHAT_PROMPT_TOKENS = TensorSpec("PROMPT_TOKENS", "TYPE_INT32", (1,))
 CHAT_COMPLETION_TOKENS = TensorSpec("COMPLETION_TOKENS", "TYPE_INT32", (1,))
 CHAT_OUTPUTS = (CHAT_TEXT, CHAT_FINISH_REASON, CHAT_PROMPT_TOKENS, CHAT_COMPLETION_TOKENS)
 
+# --- text embedding (dynamic batching: one text per batch row) ---------------
+# dims exclude the batch dimension: a request of n texts has shape [n, 1].
+EMBED_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))
+# "query" or "document" per row; the model adds its configured prefix for each.
+EMBED_INPUT_TYPE = TensorSpec("INPUT_TYPE", "TYPE_STRING", (1,), optional=True)
+EMBED_INPUTS = (EMBED_TEXT, EMBED_INPUT_TYPE)
+EMBED_VECTOR = TensorSpec("EMBEDDING", "TYPE_FP32", (-1,))
+EMBED_TOKENS = TensorSpec("TOKENS", "TYPE_INT32", (1,))  # tokens of each text, as the model counts them
+EMBED_OUTPUTS = (EMBED_VECTOR, EMBED_TOKENS)
+INPUT_TYPE_QUERY = "query"
+INPUT_TYPE_DOCUMENT = "document"
+
 # Media tensor per message part type; a part {"type": "image", "index": i}
 # refers to element i of CHAT_IMAGES.
 CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS}
@@ -94,8 +107,13 @@ KEY_VIDEO_MAX_FRAMES = "tmm.video_max_frames"
 KEY_VIDEO_FPS = "tmm.video_fps"
 KEY_MODEL_PATH = "tmm.model_path"
 KEY_WEIGHTS = "tmm.weights"  # "tiny" or "checkpoint": said plainly to the user
+KEY_QUERY_PREFIX = "tmm.query_prefix"  # e.g. "query: " for e5 models; empty for MiniLM
+KEY_DOCUMENT_PREFIX = "tmm.document_prefix"
+KEY_LONG_INPUT = "tmm.long_input"  # "mean": windows over the text, averaged; "truncate"
+LONG_INPUT_MEAN = "mean"
+LONG_INPUT_TRUNCATE = "truncate"
 
-TASK_SPECS = {Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS)}
+TASK_SPECS = {Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS), Task.TEXT_EMBEDDING: (EMBED_INPUTS, EMBED_OUTPUTS)}
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,7 @@ class Capabilities:
     context_size: int
     max_images: int
     weights: str
+    max_batch_size: int = 0  # the config's max_batch_size: rows per request, 0 = not batched
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> Capabilities:

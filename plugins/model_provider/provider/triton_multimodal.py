@@ -4,6 +4,7 @@ from dify_plugin.errors.model import CredentialsValidateFailedError
 from models.llm.llm import BUNDLED_MODEL
 
 from tritonmm import chat
+from tritonmm.contract import Task
 
 
 class TritonMultimodalProvider(ModelProvider):
@@ -14,7 +15,7 @@ class TritonMultimodalProvider(ModelProvider):
         whose `chat` model lacks one would otherwise fail only at chat time.
         """
         llm = self.get_model_instance(ModelType.LLM)
-        caps = llm.check_credentials(BUNDLED_MODEL, credentials, chat.probe)
+        caps = llm.check_credentials(BUNDLED_MODEL, credentials, Task.CHAT, chat.probe)
         schema = llm.predefined_schema(BUNDLED_MODEL)
         promised = {f.value for f in (schema.features or [])} if schema else set()
         missing = promised - {f.value for f in caps.features}

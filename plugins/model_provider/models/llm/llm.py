@@ -7,16 +7,16 @@ from collections.abc import Generator, Iterator, Mapping
 
 from dify_plugin import LargeLanguageModel
 from dify_plugin.config.logger_format import plugin_logger_handler
-from dify_plugin.entities import I18nObject
-from dify_plugin.entities.model import AIModelEntity, FetchFrom, ModelFeature, ModelPropertyKey, ModelType
+from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ModelType
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import AssistantPromptMessage, PromptMessage, PromptMessageTool
-from models.common import TritonModelMixin
+from models.common import TritonModelMixin, customizable_schema
 from models.llm.convert import to_chat_params, to_messages
 
 from tritonmm import chat
 from tritonmm.capabilities import model_capabilities
 from tritonmm.chat import ChatChunk, ChatParams
+from tritonmm.contract import Task
 from tritonmm.errors import TritonMMError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         # Everything up to the first token happens here, synchronously, so the
         # SDK maps its errors; the generator maps its own (it runs later).
         settings = self.settings(credentials)
-        caps = model_capabilities(settings, model)
+        caps = model_capabilities(settings, model, Task.CHAT)
         params = to_chat_params(model_parameters, stop)
         chunks = chat.open_chat(settings, model, to_messages(prompt_messages), params, caps)
         if stream:
@@ -91,7 +91,7 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         """Counted by the model's own tokenizer on the server, image tokens included."""
         try:
             settings = self.settings(credentials)
-            caps = model_capabilities(settings, model)
+            caps = model_capabilities(settings, model, Task.CHAT)
             chunks = chat.open_chat(settings, model, to_messages(prompt_messages), ChatParams(max_tokens=0), caps)
             return max((c.prompt_tokens for c in chunks), default=0)
         except TritonMMError as exc:
@@ -99,27 +99,17 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
             return 0
 
     def validate_credentials(self, model: str, credentials: Mapping) -> None:
-        self.check_credentials(model, credentials, chat.probe)
+        self.check_credentials(model, credentials, Task.CHAT, chat.probe)
 
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         """Features and context size come from the model's Triton config."""
         try:
-            caps = model_capabilities(self.settings(credentials), model)
+            caps = model_capabilities(self.settings(credentials), model, Task.CHAT)
         except TritonMMError as exc:
             # Also reached from invoke() (parameter filtering), before _invoke's mapping.
             raise self._transform_invoke_error(exc) from exc
-        return AIModelEntity(
-            model=model,
-            label=I18nObject(en_US=model),
-            model_type=ModelType.LLM,
-            features=[ModelFeature(f.value) for f in sorted(caps.features, key=lambda f: f.value)],
-            fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,
-            model_properties={
-                ModelPropertyKey.MODE: LLMMode.CHAT.value,
-                ModelPropertyKey.CONTEXT_SIZE: caps.context_size,
-            },
-            parameter_rules=self._bundled_parameter_rules(),
-        )
+        properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
+        return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules())
 
     def _bundled_parameter_rules(self) -> list:
         bundled = self.predefined_schema(BUNDLED_MODEL)

@@ -1,0 +1,68 @@
+"""Text embeddings: Dify's texts in, the model's vectors out, in input order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from dify_plugin import TextEmbeddingModel
+from dify_plugin.entities.model import AIModelEntity, EmbeddingInputType, ModelPropertyKey, ModelType, PriceType
+from dify_plugin.entities.model.text_embedding import EmbeddingUsage, TextEmbeddingResult
+from models.common import TritonModelMixin, customizable_schema
+
+from tritonmm import embedding
+from tritonmm.capabilities import model_capabilities
+from tritonmm.contract import Task
+from tritonmm.errors import TritonMMError
+
+
+class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
+    def _invoke(
+        self,
+        model: str,
+        credentials: dict,
+        texts: list[str],
+        user: str | None = None,
+        input_type: EmbeddingInputType = EmbeddingInputType.DOCUMENT,
+    ) -> TextEmbeddingResult:
+        result = self._embed(model, credentials, texts, input_type.value)
+        usage = self._usage(model, credentials, sum(result.tokens))
+        return TextEmbeddingResult(model=model, embeddings=result.vectors, usage=usage)
+
+    def get_num_tokens(self, model: str, credentials: dict, texts: list[str]) -> list[int]:
+        """Counted by the model's own tokenizer on the server."""
+        try:
+            return self._embed(model, credentials, texts, EmbeddingInputType.DOCUMENT.value).tokens
+        except TritonMMError as exc:  # not mapped by the SDK on this path
+            raise self._transform_invoke_error(exc) from exc
+
+    def _embed(self, model: str, credentials: Mapping, texts: list[str], input_type: str) -> embedding.Embeddings:
+        settings = self.settings(credentials)
+        caps = model_capabilities(settings, model, Task.TEXT_EMBEDDING)
+        return embedding.embed_texts(settings, model, caps, list(texts), input_type)
+
+    def _usage(self, model: str, credentials: dict, tokens: int) -> EmbeddingUsage:
+        price = self.get_price(model=model, credentials=credentials, price_type=PriceType.INPUT, tokens=tokens)
+        return EmbeddingUsage(
+            tokens=tokens,
+            total_tokens=tokens,
+            unit_price=price.unit_price,
+            price_unit=price.unit,
+            total_price=price.total_amount,
+            currency=price.currency,
+            latency=time.perf_counter() - self.started_at,
+        )
+
+    def validate_credentials(self, model: str, credentials: Mapping) -> None:
+        self.check_credentials(model, credentials, Task.TEXT_EMBEDDING, embedding.probe)
+
+    def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
+        try:
+            caps = model_capabilities(self.settings(credentials), model, Task.TEXT_EMBEDDING)
+        except TritonMMError as exc:
+            raise self._transform_invoke_error(exc) from exc
+        properties = {
+            ModelPropertyKey.CONTEXT_SIZE: caps.context_size,
+            ModelPropertyKey.MAX_CHUNKS: caps.max_batch_size or embedding.DEFAULT_BATCH,
+        }
+        return customizable_schema(model, ModelType.TEXT_EMBEDDING, caps, properties)
