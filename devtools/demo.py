@@ -72,6 +72,21 @@ def stream_answer(plugin: plugin_harness.PluginProcess, credentials: dict, image
     return usage
 
 
+SENTENCES = ["A man is eating a piece of bread.", "A man is riding a horse.", "A monkey is playing drums."]
+
+
+def rank_sentences(plugin: plugin_harness.PluginProcess, credentials: dict) -> None:
+    query = "A man is eating food."
+    data = {"provider": "triton_multimodal", "model_type": "text-embedding", "model": "text_embedding",
+            "credentials": credentials, "texts": [query, *SENTENCES], "input_type": "document"}  # fmt: skip
+    [answer] = plugin.call("model", "invoke_text_embedding", data)
+    first, *rest = answer["embeddings"]
+    scores = [sum(a * b for a, b in zip(first, v, strict=True)) for v in rest]  # unit vectors: dot = cosine
+    print(f"   query: {query}")
+    for score, sentence in sorted(zip(scores, SENTENCES, strict=True), reverse=True):
+        print(f"   {score:.3f}  {sentence}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=DIR")
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             print("   provider credentials valid (server reachable, ready, model present, loaded, probe answered)")
             print("\n== 4/4 asking about a picture", flush=True)
             stream_answer(plugin, credentials, demo_picture())
+            print("\n== and ranking sentences with the text-embedding model (real all-MiniLM-L6-v2 weights)")
+            rank_sentences(plugin, credentials)
         _point_dify_at()
         if args.keep_serving:
             return serve_foreground(server)
