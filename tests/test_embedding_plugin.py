@@ -46,6 +46,16 @@ def test_many_texts_are_batched_and_kept_in_order(plugin: PluginProcess, credent
     )
 
 
+def test_call_too_big_for_one_daemon_message_is_refused_by_name(plugin: PluginProcess, credentials: dict) -> None:
+    texts = [f"text {i}" for i in range(1500)]  # 1500 x 384 floats: beyond one 5 MiB stdout line
+    with pytest.raises(PluginError) as raised:
+        embed(plugin, credentials, texts)
+    assert raised.value.error_type == "InvokeBadRequestError"
+    assert "5 MiB message limit; send at most" in raised.value.message
+    assert plugin.alive()
+    assert len(embed(plugin, credentials, texts[:500])["embeddings"]) == 500
+
+
 def test_empty_list_gives_empty_result(plugin: PluginProcess, credentials: dict) -> None:
     answer = embed(plugin, credentials, [])
     assert answer["embeddings"] == [] and answer["usage"]["tokens"] == 0

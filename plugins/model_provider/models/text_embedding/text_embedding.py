@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 
@@ -13,7 +14,25 @@ from models.common import TritonModelMixin, customizable_schema
 from tritonmm import embedding
 from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
-from tritonmm.errors import TritonMMError
+from tritonmm.errors import InvalidInput, TritonMMError
+
+# The daemon reads each plugin message as one stdout line and kills the plugin
+# past 5 MiB (PLUGIN_RUNTIME_MAX_BUFFER_SIZE); keep room for the envelope.
+MESSAGE_BUDGET = 5 * 1024 * 1024 - 64 * 1024
+
+
+def fit_one_message(vectors: list[list[float]]) -> list[list[float]]:
+    """Vectors at float32 precision (7 significant digits: half the JSON of a
+    float64 repr, nothing lost), refused by name if still too big for one line."""
+    rounded = [[float(f"{x:.7g}") for x in vector] for vector in vectors]
+    size = len(json.dumps(rounded))
+    if size > MESSAGE_BUDGET:
+        per_text = size / len(rounded)
+        raise InvalidInput(
+            f"{len(rounded)} embeddings make a {size / 2**20:.1f} MiB answer, above the Dify daemon's 5 MiB "
+            f"message limit; send at most {int(MESSAGE_BUDGET / per_text)} texts per call"
+        )
+    return rounded
 
 
 class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
@@ -26,8 +45,9 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
         input_type: EmbeddingInputType = EmbeddingInputType.DOCUMENT,
     ) -> TextEmbeddingResult:
         result = self._embed(model, credentials, texts, input_type.value)
+        vectors = fit_one_message(result.vectors)
         usage = self._usage(model, credentials, sum(result.tokens))
-        return TextEmbeddingResult(model=model, embeddings=result.vectors, usage=usage)
+        return TextEmbeddingResult(model=model, embeddings=vectors, usage=usage)
 
     def get_num_tokens(self, model: str, credentials: dict, texts: list[str]) -> list[int]:
         """Counted by the model's own tokenizer on the server."""
