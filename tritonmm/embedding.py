@@ -1,6 +1,6 @@
 """Text embeddings: any number of texts, split into the model's batches, in order.
 
-Each batch is one unary ``/infer`` with the texts as raw BYTES rows; Triton's
+Each batch (tritonmm.batching) is one unary ``/infer`` with the texts as raw BYTES rows; Triton's
 dynamic batcher merges concurrent batches and its response cache answers
 repeated ones. Results always come back in input order.
 """
@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tritonmm import contract
+from tritonmm.batching import infer_rows
 from tritonmm.contract import Capabilities
 from tritonmm.errors import InvalidInput, ServerError
 from tritonmm.settings import ServerSettings
-from tritonmm.transport import InputTensor, TritonHTTP
 
 INPUT_TYPES = (contract.INPUT_TYPE_QUERY, contract.INPUT_TYPE_DOCUMENT)
-DEFAULT_BATCH = 32  # for a model whose config does not batch
 
 
 @dataclass(frozen=True)
@@ -30,20 +29,15 @@ def embed_texts(
 ) -> Embeddings:
     if input_type not in INPUT_TYPES:
         raise InvalidInput(f"input_type must be one of {', '.join(INPUT_TYPES)}, got {input_type!r}")
-    http = TritonHTTP(settings)
-    batch = caps.max_batch_size or DEFAULT_BATCH
-    vectors: list[list[float]] = []
-    tokens: list[int] = []
-    for start in range(0, len(texts), batch):
-        chunk = [t.encode("utf-8") for t in texts[start : start + batch]]
-        inputs = [
-            InputTensor(contract.EMBED_TEXT, tuple(chunk), batched=True),
-            InputTensor(contract.EMBED_INPUT_TYPE, (input_type.encode(),) * len(chunk), batched=True),
-        ]
-        out = http.infer(model, inputs, [contract.EMBED_VECTOR.name, contract.EMBED_TOKENS.name])
-        vectors.extend(_rows(out[contract.EMBED_VECTOR.name], len(chunk), model))
-        tokens.extend(int(n) for n in out[contract.EMBED_TOKENS.name])
-    return Embeddings(vectors, tokens)
+    if not texts:
+        return Embeddings([], [])
+    columns = {
+        contract.EMBED_TEXT: [t.encode("utf-8") for t in texts],
+        contract.EMBED_INPUT_TYPE: [input_type.encode()] * len(texts),
+    }
+    out = infer_rows(settings, model, caps, columns, [contract.EMBED_VECTOR.name, contract.EMBED_TOKENS.name])
+    vectors = _rows(out[contract.EMBED_VECTOR.name], len(texts), model)
+    return Embeddings(vectors, [int(n) for n in out[contract.EMBED_TOKENS.name]])
 
 
 def _rows(flat: list[float], count: int, model: str) -> list[list[float]]:

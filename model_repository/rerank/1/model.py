@@ -1,0 +1,51 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Triton side of the rerank model: one (query, document) pair per batch row in, one score out.
+
+All the work is in ``tritonmm_server.rerank_engine``; this file only adapts it to
+the python-backend API. Dynamic batching hands ``execute`` several requests at
+once: each is validated on its own (a bad one gets its own INVALID_ARG response),
+then the pairs of the good ones are scored together and split back in order
+(``tritonmm_server.batched_model``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from tritonmm.contract import RERANK_DOCUMENT, RERANK_INPUTS, RERANK_OUTPUTS, RERANK_QUERY, RERANK_SCORE, TensorSpec
+from tritonmm_server.batched_model import BatchedModel, load_setup, rows, warn_context_size
+from tritonmm_server.errors import InputError
+from tritonmm_server.rerank_engine import PreparedPair, RerankEngine
+
+
+class TritonPythonModel(BatchedModel[PreparedPair]):
+    def initialize(self, args: dict[str, str]) -> None:
+        setup = load_setup(args, "rerank", "one (query, document) pair", RERANK_INPUTS, RERANK_OUTPUTS)
+        self.name = setup.name
+        try:
+            self._engine = RerankEngine(setup.model_path)
+        except ValueError as exc:  # e.g. a classifier with several labels
+            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
+        self._engine.warm_up()
+        warn_context_size(setup, self._engine.context_size)
+        pb_utils.Logger.log_info(
+            f"{self.name}: loaded {setup.model_path} ({self._engine.architecture} {self._engine.method}, "
+            f"window {self._engine.context_size}, weights {setup.capabilities.weights})"
+        )
+
+    def prepare(self, request: Any) -> list[PreparedPair]:
+        queries, documents = (_required(request, spec) for spec in (RERANK_QUERY, RERANK_DOCUMENT))
+        return self._engine.prepare(queries, documents)
+
+    def compute(self, items: list[PreparedPair]) -> dict[TensorSpec, np.ndarray]:
+        return {RERANK_SCORE: self._engine.score_prepared(items).reshape(-1, 1)}
+
+
+def _required(request: Any, spec: TensorSpec) -> list[bytes]:
+    column = rows(request, spec)
+    if column is None:
+        raise InputError(f"{spec.name} is required")
+    return column

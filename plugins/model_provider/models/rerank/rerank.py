@@ -1,0 +1,42 @@
+"""Rerank: Dify's query and documents in, documents sorted by relevance out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dify_plugin import RerankModel
+from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ModelType
+from dify_plugin.entities.model.rerank import RerankDocument, RerankResult
+from models.common import TritonModelMixin, customizable_schema
+
+from tritonmm import rerank
+from tritonmm.capabilities import model_capabilities
+from tritonmm.contract import Task
+from tritonmm.errors import TritonMMError
+
+
+class TritonMultimodalRerankModel(TritonModelMixin, RerankModel):
+    def _invoke(
+        self,
+        model: str,
+        credentials: dict,
+        query: str,
+        docs: list[str],
+        score_threshold: float | None = None,
+        top_n: int | None = None,
+        user: str | None = None,
+    ) -> RerankResult:
+        settings = self.settings(credentials)
+        caps = model_capabilities(settings, model, Task.RERANK)
+        ranked = rerank.rerank(settings, model, caps, query, list(docs), score_threshold=score_threshold, top_n=top_n)
+        return RerankResult(model=model, docs=[RerankDocument(index=r.index, text=r.text, score=r.score) for r in ranked])
+
+    def validate_credentials(self, model: str, credentials: Mapping) -> None:
+        self.check_credentials(model, credentials, Task.RERANK, rerank.probe)
+
+    def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
+        try:
+            caps = model_capabilities(self.settings(credentials), model, Task.RERANK)
+        except TritonMMError as exc:
+            raise self._transform_invoke_error(exc) from exc
+        return customizable_schema(model, ModelType.RERANK, caps, {ModelPropertyKey.CONTEXT_SIZE: caps.context_size})

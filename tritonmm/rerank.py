@@ -1,0 +1,59 @@
+"""Rerank: score (query, document) pairs on the server, then sort, threshold, cut.
+
+Pairs travel one per batch row (tritonmm.batching), so Triton's dynamic batcher
+and response cache work on them like on embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tritonmm import contract
+from tritonmm.batching import infer_rows
+from tritonmm.contract import Capabilities
+from tritonmm.errors import ServerError
+from tritonmm.settings import ServerSettings
+
+
+@dataclass(frozen=True)
+class Ranked:
+    index: int  # position in the request's documents
+    text: str
+    score: float
+
+
+def rerank(
+    settings: ServerSettings,
+    model: str,
+    caps: Capabilities,
+    query: str,
+    documents: list[str],
+    *,
+    score_threshold: float | None = None,
+    top_n: int | None = None,
+) -> list[Ranked]:
+    """Best first; ties keep input order. ``top_n`` <= 0 or None means all (the
+    daemon turns Dify's null into 0); documents scoring below the threshold go."""
+    if not documents:
+        return []
+    columns = {
+        contract.RERANK_QUERY: [query.encode("utf-8")] * len(documents),
+        contract.RERANK_DOCUMENT: [d.encode("utf-8") for d in documents],
+    }
+    scores = infer_rows(settings, model, caps, columns, [contract.RERANK_SCORE.name])[contract.RERANK_SCORE.name]
+    if len(scores) != len(documents):
+        raise ServerError(f"model '{model}' returned {len(scores)} scores for {len(documents)} documents")
+    ranked = sorted(
+        (Ranked(i, doc, float(score)) for i, (doc, score) in enumerate(zip(documents, scores, strict=True))),
+        key=lambda r: (-r.score, r.index),
+    )
+    if score_threshold:
+        ranked = [r for r in ranked if r.score >= score_threshold]
+    return ranked[:top_n] if top_n and top_n > 0 else ranked
+
+
+def probe(settings: ServerSettings, model: str, caps: Capabilities) -> None:
+    """Two documents: proves the model scores pairs and answers in the contract's shape."""
+    ranked = rerank(settings, model, caps, "hello", ["hello there", "goodbye"])
+    if len(ranked) != 2:
+        raise ServerError(f"model '{model}' did not score a two-document probe")

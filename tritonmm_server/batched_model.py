@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Python-backend plumbing shared by the batched bundled models (text_embedding, rerank).
+
+Both are non-decoupled models with dynamic batching: a request carries n rows
+(one text, one (query, document) pair), Triton hands ``execute`` several requests
+at once, and each gets exactly one response. This module holds what their
+``model.py`` files would otherwise both spell out:
+
+* :func:`load_setup`: the config checked against the contract, its ``tmm.*``
+  parameters, the checkpoint directory and the capabilities;
+* :func:`rows`: one bytes object per batch row of an input tensor;
+* :class:`BatchedModel`: ``execute`` itself. A subclass validates one request in
+  :meth:`~BatchedModel.prepare` (an :class:`InputError` gives that request alone an
+  INVALID_ARG response with the contract's prefix) and computes the rows of all
+  the good requests at once in :meth:`~BatchedModel.compute`; the outputs are split
+  back per request in order. Nothing is ever raised out of ``execute``.
+
+Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from transformers.utils import logging as transformers_logging
+
+from tritonmm.contract import INVALID_INPUT_PREFIX, KEY_CONTEXT_SIZE, KEY_MODEL_PATH, Capabilities, TensorSpec
+from tritonmm_server.errors import InputError
+
+__all__ = ["BatchedModel", "ModelSetup", "check_config", "error_response", "load_setup", "rows", "warn_context_size"]
+
+ItemT = TypeVar("ItemT")
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What ``initialize`` learns from Triton's arguments, already validated."""
+
+    name: str
+    parameters: dict[str, str]  # the config's parameters as {key: string_value}
+    model_path: str  # an existing directory
+    capabilities: Capabilities
+
+
+def load_setup(
+    args: dict[str, str], kind: str, row: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> ModelSetup:
+    """Check the config against the contract and read its parameters.
+
+    ``kind`` names the model in messages ("text-embedding"), ``row`` what one batch
+    row holds ("one text"). Raises ``TritonModelException``: the model does not load.
+    """
+    config = json.loads(args["model_config"])
+    check_config(config, kind, row, inputs, outputs)
+    params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    model_path = params.get(KEY_MODEL_PATH, "")
+    if not model_path:
+        raise pb_utils.TritonModelException(
+            f"{KEY_MODEL_PATH} is empty: start the server with the launcher or set it to a checkpoint directory"
+        )
+    if not Path(model_path).is_dir():
+        raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
+    try:
+        capabilities = Capabilities.from_parameters(params)
+    except ValueError as exc:
+        raise pb_utils.TritonModelException(str(exc)) from None
+    transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
+    return ModelSetup(args["model_name"], params, model_path, capabilities)
+
+
+def check_config(
+    config: dict[str, Any], kind: str, row: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+) -> None:
+    """Refuse to load with a config that does not match the contract the plugin relies on."""
+    if pb_utils.using_decoupled_model_transaction_policy(config):
+        raise pb_utils.TritonModelException(f"the {kind} model must not be decoupled: one response per request")
+    if int(config.get("max_batch_size", 0)) < 1:
+        raise pb_utils.TritonModelException(f"the {kind} model needs max_batch_size >= 1: {row} per row")
+    for section, specs in (("input", inputs), ("output", outputs)):
+        declared = {t["name"]: t for t in config.get(section, [])}
+        expected = {s.name: s for s in specs}
+        if declared.keys() != expected.keys():
+            raise pb_utils.TritonModelException(
+                f"config {section}s are {sorted(declared)}, the contract says {sorted(expected)}"
+            )
+        for name, spec in expected.items():
+            tensor = declared[name]
+            found = (tensor["data_type"], tuple(int(d) for d in tensor["dims"]), bool(tensor.get("optional", False)))
+            if found != (spec.triton_dtype, spec.dims, spec.optional):
+                raise pb_utils.TritonModelException(
+                    f"config {section} {name} is (dtype, dims, optional) {found}, the contract says "
+                    f"{(spec.triton_dtype, spec.dims, spec.optional)}"
+                )
+
+
+def warn_context_size(setup: ModelSetup, actual: int) -> None:
+    """Log when the declared ``tmm.context_size`` is not the checkpoint's window."""
+    if setup.capabilities.context_size != actual:
+        pb_utils.Logger.log_warn(
+            f"{KEY_CONTEXT_SIZE} says {setup.capabilities.context_size} but the checkpoint's window is "
+            f"{actual}; clients will budget with the former"
+        )
+
+
+def rows(request: Any, spec: TensorSpec) -> list[bytes] | None:
+    """One bytes object per batch row, or None when the (optional) tensor is absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+    return None if tensor is None else [bytes(item) for item in tensor.as_numpy().reshape(-1)]
+
+
+def error_response(message: str, code: int) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+
+
+class BatchedModel(Generic[ItemT]):
+    """``execute`` for one-response-per-request models whose requests share one computation.
+
+    Subclasses set :attr:`name` in ``initialize`` and implement :meth:`prepare` and
+    :meth:`compute`.
+    """
+
+    name: str = "model"  # set per instance by initialize: the Triton model name, for the log
+
+    def prepare(self, request: Any) -> list[ItemT]:
+        """Validate one request and turn its rows into items; InputError names what is wrong."""
+        raise NotImplementedError
+
+    def compute(self, items: list[ItemT]) -> dict[TensorSpec, np.ndarray]:
+        """Each output tensor for all items at once: arrays of ``len(items)`` rows, in item order."""
+        raise NotImplementedError
+
+    def execute(self, requests: list) -> list:
+        responses: list[Any] = [None] * len(requests)
+        accepted: list[tuple[int, list[ItemT]]] = []
+        for index, request in enumerate(requests):
+            try:
+                accepted.append((index, self.prepare(request)))
+            except InputError as exc:
+                responses[index] = error_response(INVALID_INPUT_PREFIX + str(exc), pb_utils.TritonError.INVALID_ARG)
+            except Exception as exc:
+                responses[index] = self._internal(exc)
+        if not accepted:
+            return responses
+        try:
+            outputs = self.compute([item for _, items in accepted for item in items])
+            start = 0
+            for index, items in accepted:
+                stop = start + len(items)
+                tensors = [pb_utils.Tensor(spec.name, array[start:stop]) for spec, array in outputs.items()]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start = stop
+        except Exception as exc:
+            failure = self._internal(exc)
+            for index, _ in accepted:
+                responses[index] = failure
+        return responses
+
+    def _internal(self, exc: Exception) -> Any:
+        pb_utils.Logger.log_error(f"{self.name}: request failed: {type(exc).__name__}: {exc}")
+        return error_response(str(exc) or type(exc).__name__, pb_utils.TritonError.INTERNAL)
