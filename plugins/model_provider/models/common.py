@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from dify_plugin.entities import I18nObject
 from dify_plugin.entities.model import AIModelEntity, FetchFrom, ModelFeature, ModelType
@@ -17,6 +17,7 @@ from dify_plugin.errors.model import (
 )
 
 from tritonmm import errors
+from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Capabilities, Task
 from tritonmm.diagnose import check_model
 from tritonmm.settings import ServerSettings
@@ -46,26 +47,49 @@ def customizable_schema(
 
 
 class TritonModelMixin:
-    """Mixed into each Dify model class (LargeLanguageModel, ...) of this plugin."""
+    """Mixed into each Dify model class (LargeLanguageModel, ...) of this plugin.
+
+    Subclasses name the Triton task they serve and the one-request probe that
+    proves a model of that task answers; validation and capability lookups follow.
+    """
+
+    TASK: ClassVar[Task]
+    PROBE: ClassVar[Callable[[ServerSettings, str, Capabilities], None]]
 
     @property
     def _invoke_error_mapping(self) -> dict[type[InvokeError], list[type[Exception]]]:
         return ERROR_MAPPING
 
+    def _transform_invoke_error(self, error: Exception) -> InvokeError:
+        """Keep an already-mapped error as it is: the SDK would re-wrap it into a
+        bare InvokeError, losing the class name Dify maps on."""
+        if isinstance(error, InvokeError):
+            return error
+        return super()._transform_invoke_error(error)  # type: ignore[misc]
+
     @staticmethod
     def settings(credentials: Mapping[str, Any]) -> ServerSettings:
         return ServerSettings.from_credentials(credentials)
 
-    def check_credentials(
-        self,
-        model: str,
-        credentials: Mapping[str, Any],
-        task: Task,
-        probe: Callable[[ServerSettings, str, Capabilities], None],
-    ) -> Capabilities:
+    def capabilities(self, model: str, credentials: Mapping[str, Any]) -> Capabilities:
+        """The model's capabilities, refused by name if it serves another task.
+
+        Also reached outside ``_invoke`` (schemas, the SDK's parameter filtering),
+        where the SDK maps nothing: map here.
+        """
+        try:
+            return model_capabilities(self.settings(credentials), model, self.TASK)
+        except errors.TritonMMError as exc:
+            raise self._transform_invoke_error(exc) from exc
+
+    def check_credentials(self, model: str, credentials: Mapping[str, Any]) -> Capabilities:
         """Walk the validation steps; the error says which step failed and why."""
+        probe = type(self).PROBE
         try:
             settings = self.settings(credentials)
-            return check_model(settings, model, task, lambda caps: probe(settings, model, caps))
+            return check_model(settings, model, self.TASK, lambda caps: probe(settings, model, caps))
         except errors.TritonMMError as exc:
             raise CredentialsValidateFailedError(str(exc)) from exc
+
+    def validate_credentials(self, model: str, credentials: Mapping) -> None:
+        self.check_credentials(model, credentials)

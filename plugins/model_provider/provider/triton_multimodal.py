@@ -3,9 +3,6 @@ from dify_plugin.entities.model import ModelType
 from dify_plugin.errors.model import CredentialsValidateFailedError
 from models.llm.llm import BUNDLED_MODEL
 
-from tritonmm import chat
-from tritonmm.contract import Task
-
 
 class TritonMultimodalProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: dict) -> None:
@@ -15,7 +12,7 @@ class TritonMultimodalProvider(ModelProvider):
         whose `chat` model lacks one would otherwise fail only at chat time.
         """
         llm = self.get_model_instance(ModelType.LLM)
-        caps = llm.check_credentials(BUNDLED_MODEL, credentials, Task.CHAT, chat.probe)
+        caps = llm.check_credentials(BUNDLED_MODEL, credentials)
         schema = llm.predefined_schema(BUNDLED_MODEL)
         promised = {f.value for f in (schema.features or [])} if schema else set()
         missing = promised - {f.value for f in caps.features}

@@ -26,6 +26,9 @@ BUNDLED_MODEL = "chat"  # the predefined model; its YAML holds the parameter rul
 
 
 class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
+    TASK = Task.CHAT
+    PROBE = staticmethod(chat.probe)
+
     def _invoke(
         self,
         model: str,
@@ -40,7 +43,7 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         # Everything up to the first token happens here, synchronously, so the
         # SDK maps its errors; the generator maps its own (it runs later).
         settings = self.settings(credentials)
-        caps = model_capabilities(settings, model, Task.CHAT)
+        caps = self.capabilities(model, credentials)
         params = to_chat_params(model_parameters, stop)
         chunks = chat.open_chat(settings, model, to_messages(prompt_messages), params, caps)
         if stream:
@@ -98,16 +101,9 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
             logger.warning("token count for %s unavailable: %s", model, exc)
             return 0
 
-    def validate_credentials(self, model: str, credentials: Mapping) -> None:
-        self.check_credentials(model, credentials, Task.CHAT, chat.probe)
-
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         """Features and context size come from the model's Triton config."""
-        try:
-            caps = model_capabilities(self.settings(credentials), model, Task.CHAT)
-        except TritonMMError as exc:
-            # Also reached from invoke() (parameter filtering), before _invoke's mapping.
-            raise self._transform_invoke_error(exc) from exc
+        caps = self.capabilities(model, credentials)
         properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
         return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules())
 

@@ -10,12 +10,13 @@ from dify_plugin.entities.model.rerank import RerankDocument, RerankResult
 from models.common import TritonModelMixin, customizable_schema
 
 from tritonmm import rerank
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
-from tritonmm.errors import TritonMMError
 
 
 class TritonMultimodalRerankModel(TritonModelMixin, RerankModel):
+    TASK = Task.RERANK
+    PROBE = staticmethod(rerank.probe)
+
     def _invoke(
         self,
         model: str,
@@ -26,17 +27,10 @@ class TritonMultimodalRerankModel(TritonModelMixin, RerankModel):
         top_n: int | None = None,
         user: str | None = None,
     ) -> RerankResult:
-        settings = self.settings(credentials)
-        caps = model_capabilities(settings, model, Task.RERANK)
-        ranked = rerank.rerank(settings, model, caps, query, list(docs), score_threshold=score_threshold, top_n=top_n)
+        caps = self.capabilities(model, credentials)
+        ranked = rerank.rerank(self.settings(credentials), model, caps, query, list(docs), score_threshold=score_threshold, top_n=top_n)
         return RerankResult(model=model, docs=[RerankDocument(index=r.index, text=r.text, score=r.score) for r in ranked])
 
-    def validate_credentials(self, model: str, credentials: Mapping) -> None:
-        self.check_credentials(model, credentials, Task.RERANK, rerank.probe)
-
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
-        try:
-            caps = model_capabilities(self.settings(credentials), model, Task.RERANK)
-        except TritonMMError as exc:
-            raise self._transform_invoke_error(exc) from exc
+        caps = self.capabilities(model, credentials)
         return customizable_schema(model, ModelType.RERANK, caps, {ModelPropertyKey.CONTEXT_SIZE: caps.context_size})

@@ -13,7 +13,6 @@ from models.common import TritonModelMixin, customizable_schema
 
 from tritonmm import embedding
 from tritonmm.batching import DEFAULT_BATCH
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
 from tritonmm.errors import InvalidInput, TritonMMError
 
@@ -37,6 +36,9 @@ def fit_one_message(vectors: list[list[float]]) -> list[list[float]]:
 
 
 class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
+    TASK = Task.TEXT_EMBEDDING
+    PROBE = staticmethod(embedding.probe)
+
     def _invoke(
         self,
         model: str,
@@ -58,9 +60,8 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
             raise self._transform_invoke_error(exc) from exc
 
     def _embed(self, model: str, credentials: Mapping, texts: list[str], input_type: str) -> embedding.Embeddings:
-        settings = self.settings(credentials)
-        caps = model_capabilities(settings, model, Task.TEXT_EMBEDDING)
-        return embedding.embed_texts(settings, model, caps, list(texts), input_type)
+        caps = self.capabilities(model, credentials)
+        return embedding.embed_texts(self.settings(credentials), model, caps, list(texts), input_type)
 
     def _usage(self, model: str, credentials: dict, tokens: int) -> EmbeddingUsage:
         price = self.get_price(model=model, credentials=credentials, price_type=PriceType.INPUT, tokens=tokens)
@@ -74,14 +75,8 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
             latency=time.perf_counter() - self.started_at,
         )
 
-    def validate_credentials(self, model: str, credentials: Mapping) -> None:
-        self.check_credentials(model, credentials, Task.TEXT_EMBEDDING, embedding.probe)
-
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
-        try:
-            caps = model_capabilities(self.settings(credentials), model, Task.TEXT_EMBEDDING)
-        except TritonMMError as exc:
-            raise self._transform_invoke_error(exc) from exc
+        caps = self.capabilities(model, credentials)
         properties = {
             ModelPropertyKey.CONTEXT_SIZE: caps.context_size,
             ModelPropertyKey.MAX_CHUNKS: caps.max_batch_size or DEFAULT_BATCH,
