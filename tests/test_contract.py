@@ -119,3 +119,14 @@ def test_contract_page_names_every_tensor_and_key() -> None:
     tensors = [s.name for inputs, outputs in contract.TASK_SPECS.values() for s in (*inputs, *outputs)]
     for name in tensors + keys + [contract.INVALID_INPUT_PREFIX]:
         assert f"`{name}" in page, name
+
+
+def test_config_mismatch_names_the_tensor() -> None:
+    good = {
+        "input": [{"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims), "optional": s.optional} for s in contract.RERANK_INPUTS],
+        "output": [{"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims)} for s in contract.RERANK_OUTPUTS],
+    }
+    assert contract.config_mismatch(good, contract.RERANK_INPUTS, contract.RERANK_OUTPUTS) is None
+    good["output"][0]["data_type"] = "TYPE_FP16"
+    problem = contract.config_mismatch(good, contract.RERANK_INPUTS, contract.RERANK_OUTPUTS)
+    assert problem and "output SCORE" in problem and "TYPE_FP32" in problem

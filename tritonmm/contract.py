@@ -177,3 +177,25 @@ def _positive_int(params: dict[str, str], key: str, default: int) -> int:
     if value <= 0:
         raise ValueError(f"{key} must be positive, got {value}")
     return value
+
+
+def config_mismatch(config: dict, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> str | None:
+    """What in a model config (Triton's JSON form) disagrees with the contract, or None.
+
+    Models call this in ``initialize`` so a wrong config fails the load, not the
+    first user request.
+    """
+    for section, specs in (("input", inputs), ("output", outputs)):
+        declared = {t["name"]: t for t in config.get(section, [])}
+        expected = {s.name: s for s in specs}
+        if declared.keys() != expected.keys():
+            return f"config {section}s are {sorted(declared)}, the contract says {sorted(expected)}"
+        for name, spec in expected.items():
+            tensor = declared[name]
+            found = (tensor["data_type"], tuple(int(d) for d in tensor["dims"]), bool(tensor.get("optional", False)))
+            if found != (spec.triton_dtype, spec.dims, spec.optional):
+                return (
+                    f"config {section} {name} is (dtype, dims, optional) {found}, "
+                    f"the contract says {(spec.triton_dtype, spec.dims, spec.optional)}"
+                )
+    return None

@@ -30,7 +30,14 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from transformers.utils import logging as transformers_logging
 
-from tritonmm.contract import INVALID_INPUT_PREFIX, KEY_CONTEXT_SIZE, KEY_MODEL_PATH, Capabilities, TensorSpec
+from tritonmm.contract import (
+    INVALID_INPUT_PREFIX,
+    KEY_CONTEXT_SIZE,
+    KEY_MODEL_PATH,
+    Capabilities,
+    TensorSpec,
+    config_mismatch,
+)
 from tritonmm_server.errors import InputError
 
 __all__ = ["BatchedModel", "ModelSetup", "check_config", "error_response", "load_setup", "rows", "warn_context_size"]
@@ -82,21 +89,9 @@ def check_config(
         raise pb_utils.TritonModelException(f"the {kind} model must not be decoupled: one response per request")
     if int(config.get("max_batch_size", 0)) < 1:
         raise pb_utils.TritonModelException(f"the {kind} model needs max_batch_size >= 1: {row} per row")
-    for section, specs in (("input", inputs), ("output", outputs)):
-        declared = {t["name"]: t for t in config.get(section, [])}
-        expected = {s.name: s for s in specs}
-        if declared.keys() != expected.keys():
-            raise pb_utils.TritonModelException(
-                f"config {section}s are {sorted(declared)}, the contract says {sorted(expected)}"
-            )
-        for name, spec in expected.items():
-            tensor = declared[name]
-            found = (tensor["data_type"], tuple(int(d) for d in tensor["dims"]), bool(tensor.get("optional", False)))
-            if found != (spec.triton_dtype, spec.dims, spec.optional):
-                raise pb_utils.TritonModelException(
-                    f"config {section} {name} is (dtype, dims, optional) {found}, the contract says "
-                    f"{(spec.triton_dtype, spec.dims, spec.optional)}"
-                )
+    problem = config_mismatch(config, inputs, outputs)
+    if problem:
+        raise pb_utils.TritonModelException(problem)
 
 
 def warn_context_size(setup: ModelSetup, actual: int) -> None:

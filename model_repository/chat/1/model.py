@@ -38,6 +38,7 @@ from tritonmm.contract import (
     KEY_VIDEO_MAX_FRAMES,
     Capabilities,
     TensorSpec,
+    config_mismatch,
 )
 from tritonmm_server.chat_engine import ChatEngine
 from tritonmm_server.chat_params import parse_params
@@ -153,21 +154,9 @@ def _check_config(config: dict[str, Any]) -> None:
         raise pb_utils.TritonModelException(
             "the chat model must be decoupled: model_transaction_policy { decoupled: true }"
         )
-    for section, specs in (("input", CHAT_INPUTS), ("output", CHAT_OUTPUTS)):
-        declared = {t["name"]: t for t in config.get(section, [])}
-        expected = {s.name: s for s in specs}
-        if declared.keys() != expected.keys():
-            raise pb_utils.TritonModelException(
-                f"config {section}s are {sorted(declared)}, the contract says {sorted(expected)}"
-            )
-        for name, spec in expected.items():
-            tensor = declared[name]
-            found = (tensor["data_type"], tuple(int(d) for d in tensor["dims"]), bool(tensor.get("optional", False)))
-            if found != (spec.triton_dtype, spec.dims, spec.optional):
-                raise pb_utils.TritonModelException(
-                    f"config {section} {name} is (dtype, dims, optional) {found}, the contract says "
-                    f"{(spec.triton_dtype, spec.dims, spec.optional)}"
-                )
+    problem = config_mismatch(config, CHAT_INPUTS, CHAT_OUTPUTS)
+    if problem:
+        raise pb_utils.TritonModelException(problem)
 
 
 def _positive(params: dict[str, str], key: str, kind: Callable[[str], Any]) -> Any:
