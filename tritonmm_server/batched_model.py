@@ -22,37 +22,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from transformers.utils import logging as transformers_logging
 
 from tritonmm.contract import (
     INVALID_INPUT_PREFIX,
-    KEY_CONTEXT_SIZE,
-    KEY_MODEL_PATH,
-    Capabilities,
     TensorSpec,
     config_mismatch,
 )
 from tritonmm_server.errors import InputError
+from tritonmm_server.model_setup import ModelSetup, read_setup
 
-__all__ = ["BatchedModel", "ModelSetup", "check_config", "error_response", "load_setup", "rows", "warn_context_size"]
+__all__ = ["BatchedModel", "check_config", "error_response", "load_setup", "rows"]
 
 ItemT = TypeVar("ItemT")
-
-
-@dataclass(frozen=True)
-class ModelSetup:
-    """What ``initialize`` learns from Triton's arguments, already validated."""
-
-    name: str
-    parameters: dict[str, str]  # the config's parameters as {key: string_value}
-    model_path: str  # an existing directory
-    capabilities: Capabilities
 
 
 def load_setup(
@@ -65,20 +50,7 @@ def load_setup(
     """
     config = json.loads(args["model_config"])
     check_config(config, kind, row, inputs, outputs)
-    params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-    model_path = params.get(KEY_MODEL_PATH, "")
-    if not model_path:
-        raise pb_utils.TritonModelException(
-            f"{KEY_MODEL_PATH} is empty: start the server with the launcher or set it to a checkpoint directory"
-        )
-    if not Path(model_path).is_dir():
-        raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
-    try:
-        capabilities = Capabilities.from_parameters(params)
-    except ValueError as exc:
-        raise pb_utils.TritonModelException(str(exc)) from None
-    transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
-    return ModelSetup(args["model_name"], params, model_path, capabilities)
+    return read_setup(args["model_name"], config)
 
 
 def check_config(
@@ -92,15 +64,6 @@ def check_config(
     problem = config_mismatch(config, inputs, outputs)
     if problem:
         raise pb_utils.TritonModelException(problem)
-
-
-def warn_context_size(setup: ModelSetup, actual: int) -> None:
-    """Log when the declared ``tmm.context_size`` is not the checkpoint's window."""
-    if setup.capabilities.context_size != actual:
-        pb_utils.Logger.log_warn(
-            f"{KEY_CONTEXT_SIZE} says {setup.capabilities.context_size} but the checkpoint's window is "
-            f"{actual}; clients will budget with the former"
-        )
 
 
 def rows(request: Any, spec: TensorSpec) -> list[bytes] | None:

@@ -145,7 +145,7 @@ class EmbeddingEngine:
             input_types = [INPUT_TYPE_DOCUMENT] * len(texts)
         if len(input_types) != len(texts):
             raise InputError(f"{len(texts)} text(s) but {len(input_types)} input type(s): give one per text")
-        decoded = [_text(row, raw) for row, raw in enumerate(texts)]
+        decoded = [row_text(row, raw) for row, raw in enumerate(texts)]
         kinds = [_input_type(row, raw) for row, raw in enumerate(input_types)]
         if not decoded:
             return []
@@ -236,18 +236,19 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-def _text(row: int, raw: str | bytes) -> str:
+def row_text(row: int, raw: str | bytes, what: str = "text") -> str:
+    """A row's text as str; InputError naming the row when it is not valid UTF-8."""
     if isinstance(raw, bytes | bytearray | memoryview):
         try:
             return bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"row {row}: the text is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            raise InputError(f"row {row}: the {what} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not isinstance(raw, str):
-        raise InputError(f"row {row}: the text must be a string, got {type(raw).__name__}")
+        raise InputError(f"row {row}: the {what} must be a string, got {type(raw).__name__}")
     try:
         raw.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogates
-        raise InputError(f"row {row}: the text is not valid UTF-8 ({exc.reason} at character {exc.start})") from None
+        raise InputError(f"row {row}: the {what} is not valid UTF-8 ({exc.reason} at character {exc.start})") from None
     return raw
 
 

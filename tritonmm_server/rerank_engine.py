@@ -38,7 +38,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY
-from tritonmm_server.embedding_engine import EmbeddingEngine, checkpoint_context_size, length_batches
+from tritonmm_server.embedding_engine import EmbeddingEngine, checkpoint_context_size, length_batches, row_text
 from tritonmm_server.errors import InputError
 
 __all__ = ["BI_ENCODER", "CROSS_ENCODER", "METHODS", "PreparedPair", "RerankEngine"]
@@ -107,8 +107,8 @@ class RerankEngine:
         """
         if len(queries) != len(documents):
             raise InputError(f"{len(queries)} query row(s) but {len(documents)} document row(s): give one per pair")
-        decoded_queries = [_text(row, raw, "query") for row, raw in enumerate(queries)]
-        decoded_documents = [_text(row, raw, "document") for row, raw in enumerate(documents)]
+        decoded_queries = [row_text(row, raw, "query") for row, raw in enumerate(queries)]
+        decoded_documents = [row_text(row, raw, "document") for row, raw in enumerate(documents)]
         if not decoded_queries:
             return []
         return self._scorer.prepare(decoded_queries, decoded_documents)
@@ -233,18 +233,3 @@ def _method(config: object) -> str:
             f"relevance logit (num_labels 1)"
         )
     return CROSS_ENCODER
-
-
-def _text(row: int, raw: str | bytes, what: str) -> str:
-    if isinstance(raw, bytes | bytearray | memoryview):
-        try:
-            return bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"row {row}: the {what} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(raw, str):
-        raise InputError(f"row {row}: the {what} must be a string, got {type(raw).__name__}")
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError as exc:  # lone surrogates
-        raise InputError(f"row {row}: the {what} is not valid UTF-8 ({exc.reason} at character {exc.start})") from None
-    return raw

@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from transformers.utils import logging as transformers_logging
 
 from tritonmm.contract import (
     CHAT_COMPLETION_TOKENS,
@@ -32,17 +30,15 @@ from tritonmm.contract import (
     CHAT_VIDEOS,
     FINISH_CANCELLED,
     INVALID_INPUT_PREFIX,
-    KEY_CONTEXT_SIZE,
-    KEY_MODEL_PATH,
     KEY_VIDEO_FPS,
     KEY_VIDEO_MAX_FRAMES,
-    Capabilities,
     TensorSpec,
     config_mismatch,
 )
 from tritonmm_server.chat_engine import ChatEngine
 from tritonmm_server.chat_params import parse_params
 from tritonmm_server.errors import InputError
+from tritonmm_server.model_setup import read_setup, warn_context_size
 
 FINALIZE_WAIT_S = 30.0
 _NUMPY_DTYPES = {"TYPE_STRING": np.object_, "TYPE_INT32": np.int32}
@@ -55,31 +51,16 @@ class TritonPythonModel:
         self._idle = threading.Condition()
         config = json.loads(args["model_config"])
         _check_config(config)
-        params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        model_path = params.get(KEY_MODEL_PATH, "")
-        if not model_path:
-            raise pb_utils.TritonModelException(
-                f"{KEY_MODEL_PATH} is empty: start the server with the launcher or set it to a checkpoint directory"
-            )
-        if not Path(model_path).is_dir():
-            raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
-        try:
-            capabilities = Capabilities.from_parameters(params)
-        except ValueError as exc:
-            raise pb_utils.TritonModelException(str(exc)) from None
-        transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
+        setup = read_setup(self._name, config)
+        params, capabilities = setup.parameters, setup.capabilities
         self._engine = ChatEngine(
-            model_path,
+            setup.model_path,
             video_max_frames=_positive(params, KEY_VIDEO_MAX_FRAMES, int),
             video_fps=_positive(params, KEY_VIDEO_FPS, float),
             max_images=capabilities.max_images,
         )
         self._engine.warm_up()
-        if capabilities.context_size != self._engine.context_size:
-            pb_utils.Logger.log_warn(
-                f"{KEY_CONTEXT_SIZE} says {capabilities.context_size} but the checkpoint's context is "
-                f"{self._engine.context_size}; clients will budget with the former"
-            )
+        warn_context_size(setup, self._engine.context_size)
         pb_utils.Logger.log_info(
             f"{self._name}: loaded {self._engine.name} ({self._engine.architecture}, "
             f"context {self._engine.context_size}, weights {capabilities.weights})"

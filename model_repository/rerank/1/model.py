@@ -16,8 +16,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import RERANK_DOCUMENT, RERANK_INPUTS, RERANK_OUTPUTS, RERANK_QUERY, RERANK_SCORE, TensorSpec
-from tritonmm_server.batched_model import BatchedModel, load_setup, rows, warn_context_size
+from tritonmm_server.batched_model import BatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
+from tritonmm_server.model_setup import warn_context_size
 from tritonmm_server.rerank_engine import PreparedPair, RerankEngine
 
 

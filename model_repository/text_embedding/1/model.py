@@ -29,9 +29,10 @@ from tritonmm.contract import (
     LONG_INPUT_TRUNCATE,
     TensorSpec,
 )
-from tritonmm_server.batched_model import BatchedModel, load_setup, rows, warn_context_size
+from tritonmm_server.batched_model import BatchedModel, load_setup, rows
 from tritonmm_server.embedding_engine import EmbeddingEngine, TokenizedText
 from tritonmm_server.errors import InputError
+from tritonmm_server.model_setup import warn_context_size
 
 
 class TritonPythonModel(BatchedModel[TokenizedText]):

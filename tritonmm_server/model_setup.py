@@ -1,0 +1,55 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What every bundled model's ``initialize`` reads from Triton's arguments.
+
+The ``tmm.*`` parameters, the checkpoint directory and the capabilities, checked
+once so that a wrong config fails the load with a message naming the key.
+Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+from transformers.utils import logging as transformers_logging
+
+from tritonmm.contract import KEY_CONTEXT_SIZE, KEY_MODEL_PATH, Capabilities
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """What ``initialize`` learns from Triton's arguments, already validated."""
+
+    name: str
+    parameters: dict[str, str]  # the config's parameters as {key: string_value}
+    model_path: str  # an existing directory
+    capabilities: Capabilities
+
+
+def read_setup(model_name: str, config: dict[str, Any]) -> ModelSetup:
+    """Parameters, checkpoint directory and capabilities; ``TritonModelException`` if wrong."""
+    params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    model_path = params.get(KEY_MODEL_PATH, "")
+    if not model_path:
+        raise pb_utils.TritonModelException(
+            f"{KEY_MODEL_PATH} is empty: start the server with the launcher or set it to a checkpoint directory"
+        )
+    if not Path(model_path).is_dir():
+        raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
+    try:
+        capabilities = Capabilities.from_parameters(params)
+    except ValueError as exc:
+        raise pb_utils.TritonModelException(str(exc)) from None
+    transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
+    return ModelSetup(model_name, params, model_path, capabilities)
+
+
+def warn_context_size(setup: ModelSetup, actual: int) -> None:
+    """Log when the declared ``tmm.context_size`` is not the checkpoint's window."""
+    if setup.capabilities.context_size != actual:
+        pb_utils.Logger.log_warn(
+            f"{KEY_CONTEXT_SIZE} says {setup.capabilities.context_size} but the checkpoint's window is "
+            f"{actual}; clients will budget with the former"
+        )
