@@ -10,6 +10,7 @@ stub (Python 3.11, torch) and inside the Dify plugin (Python 3.12, no torch).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -20,6 +21,10 @@ class Task(StrEnum):
     CHAT = "chat"
     TEXT_EMBEDDING = "text_embedding"
     RERANK = "rerank"
+    SPEECH_TO_TEXT = "speech_to_text"
+    TEXT_TO_SPEECH = "text_to_speech"
+    MULTIMODAL_EMBEDDING = "multimodal_embedding"
+    OCR = "ocr"
 
 
 class Feature(StrEnum):
@@ -55,7 +60,10 @@ CHAT_MESSAGES = TensorSpec("MESSAGES_JSON", "TYPE_STRING", (1,))
 CHAT_IMAGES = TensorSpec("IMAGES", "TYPE_STRING", (-1,), optional=True)
 CHAT_VIDEOS = TensorSpec("VIDEOS", "TYPE_STRING", (-1,), optional=True)
 CHAT_PARAMS = TensorSpec("PARAMS_JSON", "TYPE_STRING", (1,), optional=True)
-CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS)
+# Audio parts as container bytes, for chat models that declare the audio feature
+# natively; other chat models get audio as a transcript (tmm.asr_model, the cascade).
+CHAT_AUDIOS = TensorSpec("AUDIOS", "TYPE_STRING", (-1,), optional=True)
+CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS, CHAT_AUDIOS)
 
 # Each intermediate response carries TEXT (the new token's text). The final
 # response carries FINISH_REASON and the token counts, and the FINAL flag.
@@ -85,9 +93,57 @@ RERANK_INPUTS = (RERANK_QUERY, RERANK_DOCUMENT)
 RERANK_SCORE = TensorSpec("SCORE", "TYPE_FP32", (1,))
 RERANK_OUTPUTS = (RERANK_SCORE,)
 
+# --- speech to text (one audio file per request, not batched) ---------------
+# AUDIO is the file as sent (wav, mp3, m4a/aac, ogg, opus, flac, webm); the model
+# decodes it to 16 kHz mono itself. PARAMS_JSON takes PARAM_LANGUAGE / PARAM_PROMPT.
+ASR_AUDIO = TensorSpec("AUDIO", "TYPE_STRING", (1,))
+ASR_PARAMS = TensorSpec("PARAMS_JSON", "TYPE_STRING", (1,), optional=True)
+ASR_INPUTS = (ASR_AUDIO, ASR_PARAMS)
+ASR_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))  # the whole transcript
+# JSON list of {"start": s, "end": s, "text": str}, in time order, covering the audio.
+ASR_SEGMENTS = TensorSpec("SEGMENTS_JSON", "TYPE_STRING", (1,))
+ASR_LANGUAGE = TensorSpec("LANGUAGE", "TYPE_STRING", (1,))  # the language used (given or detected)
+ASR_DURATION = TensorSpec("DURATION", "TYPE_FP32", (1,))  # seconds of audio decoded
+ASR_OUTPUTS = (ASR_TEXT, ASR_SEGMENTS, ASR_LANGUAGE, ASR_DURATION)
+PARAM_LANGUAGE = "language"  # ISO 639-1 ("en"); absent or "" = detect (multilingual models)
+PARAM_PROMPT = "prompt"  # text that conditions the first window (names, spelling, style)
+ASR_PARAM_KEYS = (PARAM_LANGUAGE, PARAM_PROMPT)
+
+# --- text to speech (decoupled: one response per synthesised sentence) --------
+TTS_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))
+TTS_VOICE = TensorSpec("VOICE", "TYPE_STRING", (1,), optional=True)  # a name from tmm.voices; absent = default
+TTS_FORMAT = TensorSpec("FORMAT", "TYPE_STRING", (1,), optional=True)  # AUDIO_MP3 (default) or AUDIO_WAV
+TTS_INPUTS = (TTS_TEXT, TTS_VOICE, TTS_FORMAT)
+# mp3: each response holds whole MP3 frames for one sentence, so the concatenation
+# of all responses is one playable MP3 stream. wav: one response, the complete file.
+TTS_AUDIO = TensorSpec("AUDIO", "TYPE_STRING", (1,))
+TTS_OUTPUTS = (TTS_AUDIO,)
+AUDIO_MP3 = "mp3"
+AUDIO_WAV = "wav"
+AUDIO_FORMATS = (AUDIO_MP3, AUDIO_WAV)
+
+# --- multimodal embedding (dynamic batching: one text or one image per row) ---
+# CONTENT is UTF-8 text or image file bytes, as CONTENT_TYPE says; texts and
+# images land in one vector space (CLIP family). Outputs as for text embedding.
+MM_CONTENT = TensorSpec("CONTENT", "TYPE_STRING", (1,))
+MM_CONTENT_TYPE = TensorSpec("CONTENT_TYPE", "TYPE_STRING", (1,))
+MM_INPUTS = (MM_CONTENT, MM_CONTENT_TYPE)
+MM_OUTPUTS = (EMBED_VECTOR, EMBED_TOKENS)
+CONTENT_TEXT = "text"
+CONTENT_IMAGE = "image"
+CONTENT_TYPES = (CONTENT_TEXT, CONTENT_IMAGE)
+
+# --- OCR (one image per request, not batched) ---------------------------------
+OCR_IMAGE = TensorSpec("IMAGE", "TYPE_STRING", (1,))
+OCR_INPUTS = (OCR_IMAGE,)
+OCR_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))  # lines in reading order, newline separated
+# JSON list of {"text": str, "score": float, "box": [[x, y] * 4]} in reading order (pixels of the image sent).
+OCR_LINES = TensorSpec("LINES_JSON", "TYPE_STRING", (1,))
+OCR_OUTPUTS = (OCR_TEXT, OCR_LINES)
+
 # Media tensor per message part type; a part {"type": "image", "index": i}
 # refers to element i of CHAT_IMAGES.
-CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS}
+CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS, "audio": CHAT_AUDIOS}
 
 # Keys of PARAMS_JSON. The server validates types and ranges.
 PARAM_MAX_TOKENS = "max_tokens"
@@ -119,6 +175,12 @@ KEY_WEIGHTS = "tmm.weights"  # "tiny" or "checkpoint": said plainly to the user
 KEY_QUERY_PREFIX = "tmm.query_prefix"  # e.g. "query: " for e5 models; empty for MiniLM
 KEY_DOCUMENT_PREFIX = "tmm.document_prefix"
 KEY_LONG_INPUT = "tmm.long_input"  # "mean": windows over the text, averaged; "truncate"
+# Chat: the speech_to_text model whose transcript replaces audio parts when the chat
+# model has no native audio feature; the plugin then declares audio for the chat model.
+KEY_ASR_MODEL = "tmm.asr_model"
+KEY_LANGUAGES = "tmm.languages"  # speech models: comma-separated ISO 639-1 codes; empty = any
+# Text to speech: JSON list of {"name": str, "language": "en-US"}; the first is the default.
+KEY_VOICES = "tmm.voices"
 LONG_INPUT_MEAN = "mean"
 LONG_INPUT_TRUNCATE = "truncate"
 
@@ -126,7 +188,17 @@ TASK_SPECS = {
     Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS),
     Task.TEXT_EMBEDDING: (EMBED_INPUTS, EMBED_OUTPUTS),
     Task.RERANK: (RERANK_INPUTS, RERANK_OUTPUTS),
+    Task.SPEECH_TO_TEXT: (ASR_INPUTS, ASR_OUTPUTS),
+    Task.TEXT_TO_SPEECH: (TTS_INPUTS, TTS_OUTPUTS),
+    Task.MULTIMODAL_EMBEDDING: (MM_INPUTS, MM_OUTPUTS),
+    Task.OCR: (OCR_INPUTS, OCR_OUTPUTS),
 }
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str
+    language: str  # BCP 47 as Dify lists voices ("en-US")
 
 
 @dataclass(frozen=True)
@@ -139,6 +211,9 @@ class Capabilities:
     max_images: int
     weights: str
     max_batch_size: int = 0  # the config's max_batch_size: rows per request, 0 = not batched
+    asr_model: str = ""  # chat: the speech_to_text model for audio parts (KEY_ASR_MODEL)
+    languages: tuple[str, ...] = ()  # speech models; () = any
+    voices: tuple[Voice, ...] = ()  # text to speech; the first is the default
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> Capabilities:
@@ -163,7 +238,20 @@ class Capabilities:
             context_size=_positive_int(params, KEY_CONTEXT_SIZE, 4096),
             max_images=_positive_int(params, KEY_MAX_IMAGES, 8),
             weights=params.get(KEY_WEIGHTS, "checkpoint"),
+            asr_model=params.get(KEY_ASR_MODEL, "").strip(),
+            languages=tuple(x.strip() for x in params.get(KEY_LANGUAGES, "").split(",") if x.strip()),
+            voices=_voices(params.get(KEY_VOICES, "")),
         )
+
+
+def _voices(raw: str) -> tuple[Voice, ...]:
+    if not raw.strip():
+        return ()
+    try:
+        entries = json.loads(raw)
+        return tuple(Voice(str(e["name"]), str(e.get("language", ""))) for e in entries)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f'{KEY_VOICES} must be a JSON list of {{"name", "language"}} objects: {exc}') from None
 
 
 def _positive_int(params: dict[str, str], key: str, default: int) -> int:
