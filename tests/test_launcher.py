@@ -365,7 +365,7 @@ def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
         "tmm.context_size": "8192",
     }
     assert by_name["add"].parameters == {}  # not a chat model: nothing to point at weights
-    with pytest.raises(LaunchError, match="not a chat model"):
+    with pytest.raises(LaunchError, match="takes no weights directory"):
         plan_models(LaunchOptions(repository=tmp_path / "repo", checkpoints={"add": checkpoint}))
 
 

