@@ -104,5 +104,5 @@ def test_chat_model_is_not_an_embedding_model(plugin: PluginProcess, credentials
     with pytest.raises(PluginError) as raised:
         embed(plugin, credentials, ["x"], model="chat")
     assert raised.value.error_type == "InvokeBadRequestError"
-    assert "is a chat model, not a text_embedding model" in raised.value.message
+    assert "is a chat model, not a text_embedding or multimodal_embedding model" in raised.value.message
     assert plugin.alive()

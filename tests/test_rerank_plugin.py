@@ -66,5 +66,5 @@ def test_embedding_model_is_not_a_rerank_model(plugin: PluginProcess, credential
     with pytest.raises(PluginError) as raised:
         rerank(plugin, credentials, QUERY, DOCS, model="text_embedding")
     assert raised.value.error_type == "InvokeBadRequestError"
-    assert "is a text_embedding model, not a rerank model" in raised.value.message
+    assert "is a text_embedding model, not a rerank or multimodal_embedding model" in raised.value.message
     assert plugin.alive()

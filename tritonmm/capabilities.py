@@ -23,9 +23,9 @@ _lock = threading.Lock()
 
 
 def model_capabilities(
-    settings: ServerSettings, model: str, task: Task | None = None, *, fresh: bool = False
+    settings: ServerSettings, model: str, task: Task | tuple[Task, ...] | None = None, *, fresh: bool = False
 ) -> Capabilities:
-    """The model's capabilities; with ``task``, refuse a model that does something else."""
+    """The model's capabilities; with ``task`` (one or several), refuse a model that does something else."""
     key = (settings.http_url, model)
     now = time.monotonic()
     with _lock:
@@ -36,8 +36,10 @@ def model_capabilities(
         caps = _read(settings, model)
         with _lock:
             _cache[key] = (now, caps)
-    if task is not None and caps.task is not task:
-        raise InvalidInput(f"model '{model}' is a {caps.task.value} model, not a {task.value} model")
+    accepted = (task,) if isinstance(task, Task) else task
+    if accepted is not None and caps.task not in accepted:
+        wanted = " or ".join(t.value for t in accepted)
+        raise InvalidInput(f"model '{model}' is a {caps.task.value} model, not a {wanted} model")
     return caps
 
 

@@ -50,8 +50,9 @@ class ChatChunk:
 def build_inputs(
     messages: list[Message], params: ChatParams, caps: Capabilities, settings: ServerSettings, model: str
 ) -> list[InputTensor]:
+    messages = routing.transcribe_audio_parts(messages, caps, settings, model, lambda p, w: _load(p, w, settings))
     routing.check_chat_media(messages, caps, model)
-    blobs: dict[Modality, list[bytes]] = {Modality.IMAGE: [], Modality.VIDEO: []}
+    blobs: dict[Modality, list[bytes]] = {modality: [] for modality in _MEDIA_TENSORS}
     wire_messages = []
     for message in messages:
         content = []
@@ -68,15 +69,22 @@ def build_inputs(
         InputTensor(contract.CHAT_MESSAGES, (json.dumps(wire_messages).encode(),)),
         InputTensor(contract.CHAT_PARAMS, (params.to_json().encode(),)),
     ]
-    for modality, spec in ((Modality.IMAGE, contract.CHAT_IMAGES), (Modality.VIDEO, contract.CHAT_VIDEOS)):
+    for modality, spec in _MEDIA_TENSORS.items():
         if blobs[modality]:
             inputs.append(InputTensor(spec, tuple(blobs[modality])))
     return inputs
 
 
+_MEDIA_TENSORS = {modality: contract.CHAT_MEDIA_TENSORS[modality.value] for modality in Modality}
+
+
 def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
     limits = settings.media
-    cap = limits.video_max_bytes if part.modality is Modality.VIDEO else limits.image_max_bytes
+    cap = {
+        Modality.IMAGE: limits.image_max_bytes,
+        Modality.VIDEO: limits.video_max_bytes,
+        Modality.AUDIO: limits.audio_max_bytes,
+    }[part.modality]
     if part.base64_data:
         data = media.decode_base64(part.base64_data, what)
     elif part.url:
@@ -87,6 +95,8 @@ def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
         if part.low_detail:
             limits = replace(limits, image_max_side=min(limits.image_max_side, limits.low_detail_max_side))
         return media.prepare_image(data, what, limits)
+    if part.modality is Modality.AUDIO:
+        return media.check_audio(data, what, limits)
     return media.check_video(data, what, limits)
 
 

@@ -26,7 +26,7 @@ class CheckFailed(TritonMMError):
 
 
 def check_model(
-    settings: ServerSettings, model: str, task: Task, probe: Callable[[Capabilities], None]
+    settings: ServerSettings, model: str, task: Task | tuple[Task, ...], probe: Callable[[Capabilities], None]
 ) -> Capabilities:
     """Run every step in order; raise ``CheckFailed`` at the first that fails."""
     http = TritonHTTP(settings)

@@ -57,7 +57,12 @@ _SIGNATURES: list[tuple[Callable[[bytes], bool], Sniffed]] = [
     (lambda d: d[:4] == b"RIFF" and d[8:12] == b"WAVE", Sniffed(Modality.AUDIO, "audio/wav")),
     (lambda d: d.startswith(b"fLaC"), Sniffed(Modality.AUDIO, "audio/flac")),
     (lambda d: d.startswith(b"OggS"), Sniffed(Modality.AUDIO, "audio/ogg")),
-    (lambda d: d.startswith(b"ID3") or d[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"), Sniffed(Modality.AUDIO, "audio/mpeg")),
+    # ADTS (raw AAC) sync word: 12 one-bits, layer 00; before the looser MPEG-audio frame sync.
+    (lambda d: d[:1] == b"\xff" and d[1:2] and d[1] & 0xF6 == 0xF0, Sniffed(Modality.AUDIO, "audio/aac")),
+    (
+        lambda d: d.startswith(b"ID3") or (d[:1] == b"\xff" and d[1:2] and d[1] & 0xE0 == 0xE0),
+        Sniffed(Modality.AUDIO, "audio/mpeg"),
+    ),
 ]
 
 SUPPORTED_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
@@ -178,3 +183,29 @@ def check_video(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMI
         raise InvalidInput(f"{what}: {len(data)} bytes exceed the {limits.video_max_bytes}-byte cap")
     expect_modality(data, Modality.VIDEO, "", what)
     return data
+
+
+def check_audio(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
+    """Audio (or a video, for its sound track) recognised by content and within the size cap.
+
+    Refused here so that 100 MB of something else is not shipped to the server;
+    decoding itself happens on the server.
+    """
+    if not data:
+        raise InvalidInput(f"{what} is empty (0 bytes)")
+    if len(data) > limits.audio_max_bytes:
+        raise InvalidInput(f"{what} is {len(data)} bytes, above the {limits.audio_max_bytes}-byte cap")
+    found = sniff(data)
+    if found is None or found.modality is Modality.IMAGE:
+        kind = found.mime if found else "unrecognised content"
+        raise UnsupportedMedia(
+            f"{what} is not audio ({kind}); supported: wav, mp3, m4a/aac, ogg/vorbis, opus, flac, webm"
+        )
+    return data
+
+
+def blank_png(side: int) -> bytes:
+    """A small grey PNG: the image of probe requests."""
+    out = io.BytesIO()
+    Image.new("RGB", (side, side), (128, 128, 128)).save(out, format="PNG")
+    return out.getvalue()

@@ -1,16 +1,21 @@
 """Rerank: score (query, document) pairs on the server, then sort, threshold, cut.
 
 Pairs travel one per batch row (tritonmm.batching), so Triton's dynamic batcher
-and response cache work on them like on embeddings.
+and response cache work on them like on embeddings. A multimodal_embedding
+(CLIP-family) model ranks instead by the cosine of query and document
+embeddings, clipped to [0, 1]: that is how an image query or image documents
+are ranked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tritonmm import contract
 from tritonmm.batching import infer_rows
-from tritonmm.contract import Capabilities
+from tritonmm.contract import Capabilities, Task
+from tritonmm.embedding import Content, cosine, embed_contents
 from tritonmm.errors import ServerError
 from tritonmm.settings import ServerSettings
 
@@ -36,6 +41,10 @@ def rerank(
     daemon turns Dify's null into 0); documents scoring below the threshold go."""
     if not documents:
         return []
+    if caps.task is Task.MULTIMODAL_EMBEDDING:
+        items = [Content(contract.CONTENT_TEXT, d.encode("utf-8")) for d in documents]
+        query_item = Content(contract.CONTENT_TEXT, query.encode("utf-8"))
+        return rerank_contents(settings, model, caps, query_item, items, documents, score_threshold, top_n)
     columns = {
         contract.RERANK_QUERY: [query.encode("utf-8")] * len(documents),
         contract.RERANK_DOCUMENT: [d.encode("utf-8") for d in documents],
@@ -43,8 +52,32 @@ def rerank(
     scores = infer_rows(settings, model, caps, columns, [contract.RERANK_SCORE.name])[contract.RERANK_SCORE.name]
     if len(scores) != len(documents):
         raise ServerError(f"model '{model}' returned {len(scores)} scores for {len(documents)} documents")
+    return _rank(scores, documents, score_threshold, top_n)
+
+
+def rerank_contents(
+    settings: ServerSettings,
+    model: str,
+    caps: Capabilities,
+    query: Content,
+    documents: list[Content],
+    texts: Sequence[str],
+    score_threshold: float | None = None,
+    top_n: int | None = None,
+) -> list[Ranked]:
+    """Texts and images ranked by a multimodal_embedding model; ``texts`` are what the results carry."""
+    if not documents:
+        return []
+    vectors = embed_contents(settings, model, caps, [query, *documents]).vectors
+    scores = [max(0.0, cosine(vectors[0], vector)) for vector in vectors[1:]]
+    return _rank(scores, texts, score_threshold, top_n)
+
+
+def _rank(
+    scores: Sequence[float], texts: Sequence[str], score_threshold: float | None, top_n: int | None
+) -> list[Ranked]:
     ranked = sorted(
-        (Ranked(i, doc, float(score)) for i, (doc, score) in enumerate(zip(documents, scores, strict=True))),
+        (Ranked(i, text, float(score)) for i, (text, score) in enumerate(zip(texts, scores, strict=True))),
         key=lambda r: (-r.score, r.index),
     )
     if score_threshold:

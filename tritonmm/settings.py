@@ -44,6 +44,7 @@ class MediaLimits:
     image_max_pixels: int = 120_000_000  # refuse to decode more (decompression bombs)
     image_max_bytes: int = 40 * 1024 * 1024
     video_max_bytes: int = 200 * 1024 * 1024
+    audio_max_bytes: int = 100 * 1024 * 1024  # hours of compressed speech; a 100 MB WAV is ~50 min at 16 kHz
     fetch_timeout: float = 30.0
 
 

@@ -18,7 +18,7 @@ from dify_plugin.errors.model import (
 
 from tritonmm import errors
 from tritonmm.capabilities import model_capabilities
-from tritonmm.contract import Capabilities, Task
+from tritonmm.contract import Capabilities, Feature, Task
 from tritonmm.diagnose import check_model
 from tritonmm.settings import ServerSettings
 
@@ -32,14 +32,20 @@ ERROR_MAPPING: dict[type[InvokeError], list[type[Exception]]] = {
 
 
 def customizable_schema(
-    model: str, model_type: ModelType, caps: Capabilities, properties: dict, parameter_rules: list | None = None
+    model: str,
+    model_type: ModelType,
+    caps: Capabilities,
+    properties: dict,
+    parameter_rules: list | None = None,
+    features: frozenset[Feature] | None = None,
 ) -> AIModelEntity:
-    """A customizable model's schema: features from the model's Triton config."""
+    """A customizable model's schema: features from the model's Triton config (or as given)."""
+    declared = caps.features if features is None else features
     return AIModelEntity(
         model=model,
         label=I18nObject(en_US=model),
         model_type=model_type,
-        features=[ModelFeature(f.value) for f in sorted(caps.features, key=lambda f: f.value)],
+        features=[ModelFeature(f.value) for f in sorted(declared, key=lambda f: f.value)],
         fetch_from=FetchFrom.CUSTOMIZABLE_MODEL,
         model_properties=properties,
         parameter_rules=parameter_rules or [],
@@ -49,12 +55,18 @@ def customizable_schema(
 class TritonModelMixin:
     """Mixed into each Dify model class (LargeLanguageModel, ...) of this plugin.
 
-    Subclasses name the Triton task they serve and the one-request probe that
-    proves a model of that task answers; validation and capability lookups follow.
+    Subclasses name the Triton task they serve (and any other task whose models
+    they also accept) and the one-request probe that proves such a model
+    answers; validation and capability lookups follow.
     """
 
     TASK: ClassVar[Task]
+    ALSO_ACCEPTS: ClassVar[tuple[Task, ...]] = ()
     PROBE: ClassVar[Callable[[ServerSettings, str, Capabilities], None]]
+
+    @classmethod
+    def tasks(cls) -> tuple[Task, ...]:
+        return (cls.TASK, *cls.ALSO_ACCEPTS)
 
     @property
     def _invoke_error_mapping(self) -> dict[type[InvokeError], list[type[Exception]]]:
@@ -78,7 +90,7 @@ class TritonModelMixin:
         where the SDK maps nothing: map here.
         """
         try:
-            return model_capabilities(self.settings(credentials), model, self.TASK)
+            return model_capabilities(self.settings(credentials), model, self.tasks())
         except errors.TritonMMError as exc:
             raise self._transform_invoke_error(exc) from exc
 
@@ -87,7 +99,7 @@ class TritonModelMixin:
         probe = type(self).PROBE
         try:
             settings = self.settings(credentials)
-            return check_model(settings, model, self.TASK, lambda caps: probe(settings, model, caps))
+            return check_model(settings, model, self.tasks(), lambda caps: probe(settings, model, caps))
         except errors.TritonMMError as exc:
             raise CredentialsValidateFailedError(str(exc)) from exc
 

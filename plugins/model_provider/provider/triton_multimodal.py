@@ -3,6 +3,8 @@ from dify_plugin.entities.model import ModelType
 from dify_plugin.errors.model import CredentialsValidateFailedError
 from models.llm.llm import BUNDLED_MODEL
 
+from tritonmm.routing import chat_features
+
 
 class TritonMultimodalProvider(ModelProvider):
     def validate_provider_credentials(self, credentials: dict) -> None:
@@ -15,9 +17,10 @@ class TritonMultimodalProvider(ModelProvider):
         caps = llm.check_credentials(BUNDLED_MODEL, credentials)
         schema = llm.predefined_schema(BUNDLED_MODEL)
         promised = {f.value for f in (schema.features or [])} if schema else set()
-        missing = promised - {f.value for f in caps.features}
+        missing = promised - {f.value for f in chat_features(llm.settings(credentials), caps)}
         if missing:
             raise CredentialsValidateFailedError(
-                f"the server's '{BUNDLED_MODEL}' model does not declare {', '.join(sorted(missing))} "
-                "(tmm.features in its config.pbtxt); add it as a customizable model instead"
+                f"the server's '{BUNDLED_MODEL}' model does not take {', '.join(sorted(missing))} "
+                "(tmm.features in its config.pbtxt; audio also by tmm.asr_model naming a loaded "
+                "speech_to_text model); add it as a customizable model instead"
             )

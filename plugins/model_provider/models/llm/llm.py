@@ -18,6 +18,7 @@ from tritonmm.capabilities import model_capabilities
 from tritonmm.chat import ChatChunk, ChatParams
 from tritonmm.contract import Task
 from tritonmm.errors import TritonMMError
+from tritonmm.routing import chat_features
 
 logger = logging.getLogger(__name__)
 logger.addHandler(plugin_logger_handler)
@@ -50,7 +51,9 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
             return self._stream(model, credentials, chunks)
         return self._collect(model, credentials, chunks)
 
-    def _stream(self, model: str, credentials: dict, chunks: Iterator[ChatChunk]) -> Generator[LLMResultChunk, None, None]:
+    def _stream(
+        self, model: str, credentials: dict, chunks: Iterator[ChatChunk]
+    ) -> Generator[LLMResultChunk, None, None]:
         try:
             for index, chunk in enumerate(chunks):
                 yield self._to_result_chunk(model, credentials, index, chunk)
@@ -105,7 +108,8 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         """Features and context size come from the model's Triton config."""
         caps = self.capabilities(model, credentials)
         properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
-        return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules())
+        features = chat_features(self.settings(credentials), caps)  # audio also by cascade
+        return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules(), features)
 
     def _bundled_parameter_rules(self) -> list:
         bundled = self.predefined_schema(BUNDLED_MODEL)

@@ -8,7 +8,12 @@ from collections.abc import Mapping
 
 from dify_plugin import TextEmbeddingModel
 from dify_plugin.entities.model import AIModelEntity, EmbeddingInputType, ModelPropertyKey, ModelType, PriceType
-from dify_plugin.entities.model.text_embedding import EmbeddingUsage, TextEmbeddingResult
+from dify_plugin.entities.model.text_embedding import (
+    EmbeddingUsage,
+    MultiModalContent,
+    MultiModalEmbeddingResult,
+    TextEmbeddingResult,
+)
 from models.common import TritonModelMixin, customizable_schema
 
 from tritonmm import embedding
@@ -37,6 +42,7 @@ def fit_one_message(vectors: list[list[float]]) -> list[list[float]]:
 
 class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
     TASK = Task.TEXT_EMBEDDING
+    ALSO_ACCEPTS = (Task.MULTIMODAL_EMBEDDING,)  # CLIP-family models embed plain texts too
     PROBE = staticmethod(embedding.probe)
 
     def _invoke(
@@ -51,6 +57,26 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
         vectors = fit_one_message(result.vectors)
         usage = self._usage(model, credentials, sum(result.tokens))
         return TextEmbeddingResult(model=model, embeddings=vectors, usage=usage)
+
+    def _invoke_multimodal(
+        self,
+        model: str,
+        credentials: dict,
+        documents: list[MultiModalContent],
+        user: str | None = None,
+        input_type: EmbeddingInputType = EmbeddingInputType.DOCUMENT,
+    ) -> MultiModalEmbeddingResult:
+        """Texts and images (raw base64) into one vector space, in input order."""
+        settings = self.settings(credentials)
+        caps = self.capabilities(model, credentials)
+        items = [
+            embedding.content_item(d.content_type.value, d.content, f"document {i + 1}", settings)
+            for i, d in enumerate(documents)
+        ]
+        result = embedding.embed_contents(settings, model, caps, items)
+        vectors = fit_one_message(result.vectors)
+        usage = self._usage(model, credentials, sum(result.tokens))
+        return MultiModalEmbeddingResult(model=model, embeddings=vectors, usage=usage)
 
     def get_num_tokens(self, model: str, credentials: dict, texts: list[str]) -> list[int]:
         """Counted by the model's own tokenizer on the server."""
