@@ -21,6 +21,11 @@ CRED_GRPC_ENDPOINT = "grpc_endpoint"
 CRED_CONNECT_TIMEOUT = "connect_timeout"
 CRED_READ_TIMEOUT = "read_timeout"
 CRED_IMAGE_MAX_SIDE = "image_max_side"
+# An API key for a gateway or Triton's --http-restricted-api / --grpc-restricted-protocol,
+# sent on every HTTP request and gRPC call under the header name given (or X-API-Key).
+CRED_API_KEY = "api_key"
+CRED_API_KEY_HEADER = "api_key_header"
+DEFAULT_API_KEY_HEADER = "X-API-Key"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class ServerSettings:
     grpc_target: str  # host:port
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     media: MediaLimits = DEFAULT_MEDIA_LIMITS
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (lower-case names: gRPC metadata)
 
     @classmethod
     def from_credentials(cls, credentials: Mapping[str, Any]) -> ServerSettings:
@@ -68,7 +74,20 @@ class ServerSettings:
         )
         max_side = _positive_float(credentials, CRED_IMAGE_MAX_SIDE, DEFAULT_MEDIA_LIMITS.image_max_side)
         media = MediaLimits(image_max_side=int(max_side))
-        return cls(http_url=http_url, grpc_target=grpc_target, timeouts=timeouts, media=media)
+        headers = _api_key_headers(credentials)
+        return cls(http_url=http_url, grpc_target=grpc_target, timeouts=timeouts, media=media, headers=headers)
+
+
+def _api_key_headers(credentials: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    key = str(credentials.get(CRED_API_KEY) or "").strip()
+    if not key:
+        return ()
+    name = str(credentials.get(CRED_API_KEY_HEADER) or "").strip() or DEFAULT_API_KEY_HEADER
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput(f"'{CRED_API_KEY_HEADER}' must be an HTTP header name, got {name!r}")
+    if any(c in key for c in "\r\n"):
+        raise InvalidInput(f"'{CRED_API_KEY}' must be one line")
+    return ((name.lower(), key),)
 
 
 def _http_url(raw: Any) -> str:

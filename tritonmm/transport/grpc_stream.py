@@ -86,7 +86,7 @@ class InferStream:
         self._wait_connected(channel)
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         with translated(settings.grpc_target, model):
-            self._call = stub.ModelStreamInfer(self._requests(request))
+            self._call = stub.ModelStreamInfer(self._requests(request), metadata=settings.headers or None)
         self._watchdog = threading.Thread(target=self._watch, name="tmm-stream-watchdog", daemon=True)
         self._watchdog.start()
 

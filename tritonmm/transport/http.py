@@ -17,19 +17,21 @@ from tritonmm.transport import tensors
 from tritonmm.transport.errors import from_http_status, translated
 from tritonmm.transport.tensors import InputTensor
 
-_clients: dict[tuple[str, float, float], httpx.Client] = {}
+_clients: dict[tuple[str, float, float, tuple[tuple[str, str], ...]], httpx.Client] = {}
 _clients_lock = threading.Lock()
 
 
 def _client(settings: ServerSettings) -> httpx.Client:
     t = settings.timeouts
-    key = (settings.http_url, t.connect, t.read)
+    key = (settings.http_url, t.connect, t.read, settings.headers)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=8)
-            client = httpx.Client(base_url=settings.http_url, timeout=timeout, limits=limits)
+            client = httpx.Client(
+                base_url=settings.http_url, timeout=timeout, limits=limits, headers=dict(settings.headers)
+            )
             _clients[key] = client
         return client
 
@@ -62,12 +64,29 @@ class TritonHTTP:
             raise from_http_status(response.status_code, _error_text(response), model)
         return response.json()
 
+    def model_statistics(self, model: str = "") -> dict[str, Any]:
+        """``/v2/models[/<m>]/stats``: every model's statistics, or one model's."""
+        response = self._get(f"/v2/models/{model}/stats" if model else "/v2/models/stats", model)
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), model)
+        return response.json()
+
+    def load_model(self, model: str) -> None:
+        """Load (or, when loaded, reload) a model; needs explicit model-control mode."""
+        response = self._post(f"/v2/repository/models/{model}/load", model)
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), model)
+
+    def unload_model(self, model: str) -> None:
+        response = self._post(f"/v2/repository/models/{model}/unload", model)
+        if response.status_code != 200:
+            raise from_http_status(response.status_code, _error_text(response), model)
+
     def repository_index(self) -> list[dict[str, Any]]:
         response = self._post("/v2/repository/index")
         if response.status_code != 200:
             raise from_http_status(response.status_code, _error_text(response), "")
         return response.json()
-
 
     def infer(self, model: str, inputs: list[InputTensor], outputs: list[str]) -> dict[str, list]:
         """Unary ``/infer`` with every tensor as raw bytes (binary-data extension).
