@@ -37,11 +37,10 @@ def test_bundled_config_matches_contract(config_path: Path) -> None:
         dims = re.search(r"dims:\s*\[([^\]]*)\]", block).group(1)
         assert tuple(int(d) for d in dims.split(",")) == spec.dims, spec
         assert ("optional: true" in block) == spec.optional, spec
-    if caps.task is contract.Task.CHAT:
-        assert "decoupled: true" in config  # one response per token
-    else:
-        assert "decoupled: true" not in config  # one answer per request: batchable, cacheable
-        assert int(re.search(r"max_batch_size:\s*(\d+)", config).group(1)) > 0
+    # streaming: one response per token or sentence; else one answer per request
+    assert ("decoupled: true" in config) == (caps.task in contract.STREAMING_TASKS)
+    batch = int(re.search(r"max_batch_size:\s*(\d+)", config).group(1))
+    assert (batch > 0) == (caps.task in contract.BATCHED_TASKS)  # one item per row: batchable, cacheable
 
 
 @pytest.mark.parametrize("task", list(contract.TASK_SPECS))

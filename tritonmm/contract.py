@@ -194,6 +194,12 @@ TASK_SPECS = {
     Task.OCR: (OCR_INPUTS, OCR_OUTPUTS),
 }
 
+# How each task's model is called: streaming tasks are decoupled (gRPC stream, one
+# response per token or sentence); batched tasks take one item per batch row
+# (dynamic batching, response cache); the rest answer one file per request.
+STREAMING_TASKS = frozenset({Task.CHAT, Task.TEXT_TO_SPEECH})
+BATCHED_TASKS = frozenset({Task.TEXT_EMBEDDING, Task.RERANK, Task.MULTIMODAL_EMBEDDING})
+
 
 @dataclass(frozen=True)
 class Voice:
