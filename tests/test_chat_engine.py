@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import wave
 from pathlib import Path
 
 import av
@@ -16,7 +17,7 @@ from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
 from tritonmm_server.chat_engine import VIDEO_MARKER, ChatEngine
 from tritonmm_server.chat_params import GenerationParams, parse_params
 from tritonmm_server.errors import InputError
-from tritonmm_server.tiny_models import ARCHS, build_tiny_model
+from tritonmm_server.tiny_models import ARCHS, AUDIO_ARCHS, FEATURES, build_tiny_model
 from tritonmm_server.token_stream import Generation, TokenText
 from tritonmm_server.video_frames import sample_video_frames
 
@@ -28,7 +29,7 @@ VIDEO_MAX_FRAMES = 8
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    return {arch: build_tiny_model(arch, root / arch) for arch in ARCHS}
+    return {arch: build_tiny_model(arch, root / arch) for arch in (*ARCHS, *AUDIO_ARCHS)}
 
 
 @pytest.fixture(scope="session", params=ARCHS)
@@ -77,8 +78,10 @@ IMAGE_1 = {"type": "image", "index": 1}
 VIDEO_0 = {"type": "video", "index": 0}
 
 
-def run(engine: ChatEngine, messages: str, params: dict, images=(), videos=(), **kw) -> tuple[list[str], Generation]:
-    prepared = engine.prepare(messages, list(images), list(videos))
+def run(
+    engine: ChatEngine, messages: str, params: dict, images=(), videos=(), audios=(), **kw
+) -> tuple[list[str], Generation]:
+    prepared = engine.prepare(messages, list(images), list(videos), list(audios))
     generation = engine.generate(prepared, parse_params(json.dumps(params)), **kw)
     return list(generation), generation
 
@@ -287,7 +290,8 @@ def test_control_tokens_in_text_stay_text(engine: ChatEngine) -> None:
         (user(IMAGE_1, "Hi"), [png()], [], "image index 1 is out of range: the request has 1 image"),
         (user(VIDEO_0, "Hi"), [], [], "video index 0 is out of range"),
         (user(*[IMAGE_0] * (MAX_IMAGES + 1)), [png()], [], f"too many images: {MAX_IMAGES + 1}"),
-        (user({"type": "audio", "index": 0}), [], [], "message 0 part 0: unknown part type 'audio'"),
+        (user({"type": "sound", "index": 0}), [], [], "message 0 part 0: unknown part type 'sound'"),
+        (user({"type": "audio"}), [], [], "message 0 part 0: a part of type 'audio' needs an integer 'index'"),
         (json.dumps([{"role": "robot", "content": "Hi"}]), [], [], "message 0: role must be one of"),
         ("not json", [], [], "MESSAGES_JSON is not valid JSON"),
         ("[]", [], [], "MESSAGES_JSON must be a non-empty JSON list"),
@@ -342,10 +346,165 @@ def test_params_defaults_and_normalisation() -> None:
 # --- the tiny checkpoints themselves -------------------------------------------------------
 
 
-def test_tiny_model_build_is_deterministic(model_dirs: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", ["llava", "qwen2-audio"])
+def test_tiny_model_build_is_deterministic(model_dirs: dict[str, Path], tmp_path: Path, arch: str) -> None:
     def digest(directory: Path) -> dict[str, str]:
         return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(directory.iterdir())}
 
-    rebuilt = build_tiny_model("llava", tmp_path / "llava")
-    assert digest(rebuilt) == digest(model_dirs["llava"])
+    rebuilt = build_tiny_model(arch, tmp_path / arch)
+    assert digest(rebuilt) == digest(model_dirs[arch])
     assert sum(f.stat().st_size for f in rebuilt.iterdir()) < 5 * 2**20
+
+
+# --- native audio (the tiny Qwen2-Audio) ----------------------------------------------------
+
+AUDIO_0 = {"type": "audio", "index": 0}
+AUDIO_1 = {"type": "audio", "index": 1}
+AUDIO_TOKENS_PER_SECOND = 25  # Qwen2-Audio: 100 mel frames per second, halved twice by the encoder
+
+
+@pytest.fixture(scope="session")
+def audio_engine(model_dirs: dict[str, Path]) -> ChatEngine:
+    assert FEATURES["qwen2-audio"] == "audio"  # what a config serving it must declare
+    return ChatEngine(
+        model_dirs["qwen2-audio"],
+        video_max_frames=VIDEO_MAX_FRAMES,
+        video_fps=VIDEO_FPS,
+        max_images=MAX_IMAGES,
+        num_threads=2,
+        native_audio=True,
+    )
+
+
+def wav(seconds: float, rate: int = 44_100, channels: int = 2) -> bytes:
+    """A 440 Hz tone under light noise, 16-bit PCM: not at the model's 16 kHz, and stereo, so decoding resamples."""
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    noise = np.random.default_rng(0).normal(0.0, 0.05, n)
+    mono = np.clip(0.4 * np.sin(2 * np.pi * 440 * t) + noise, -1, 1)
+    pcm = (np.repeat(mono[:, None], channels, axis=1) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def test_audio_question_streams_tokens_and_counts_audio_tokens(audio_engine: ChatEngine) -> None:
+    text_only = audio_engine.prepare(user("What is this sound?"), [], [])
+    with_audio = audio_engine.prepare(user(AUDIO_0, "What is this sound?"), [], [], [wav(2.0)])
+    assert with_audio.audio_seconds == {0: pytest.approx(2.0, abs=0.01)}
+    assert with_audio.image_count == 0
+    assert "input_features" in with_audio.inputs
+    # 2 s of sound is 50 placeholder tokens, plus the "Audio 1: <|audio_bos|>...<|audio_eos|>" wrapper.
+    assert with_audio.prompt_tokens >= text_only.prompt_tokens + 2 * AUDIO_TOKENS_PER_SECOND
+
+    generation = audio_engine.generate(with_audio, GenerationParams(max_tokens=8, seed=3))
+    tokens = list(generation)
+    assert tokens and all(isinstance(t, str) for t in tokens)
+    assert len(tokens) == generation.completion_tokens <= 8
+    assert generation.prompt_tokens == with_audio.prompt_tokens
+    assert generation.finish_reason == (FINISH_LENGTH if len(tokens) == 8 else FINISH_STOP)
+
+
+def test_prompt_tokens_grow_with_audio_length(audio_engine: ChatEngine) -> None:
+    def prompt_tokens(seconds: float) -> int:
+        return audio_engine.prepare(user(AUDIO_0, "Transcribe."), [], [], [wav(seconds)]).prompt_tokens
+
+    one, three, ten = prompt_tokens(1.0), prompt_tokens(3.0), prompt_tokens(10.0)
+    assert three - one == pytest.approx(2 * AUDIO_TOKENS_PER_SECOND, abs=1)
+    assert ten - one == pytest.approx(9 * AUDIO_TOKENS_PER_SECOND, abs=1)
+
+
+def test_two_audios_each_get_their_own_tokens(audio_engine: ChatEngine) -> None:
+    clips = [wav(1.0), wav(2.0, rate=16_000, channels=1)]
+    one = audio_engine.prepare(user(AUDIO_0, "Compare."), [], [], clips)
+    two = audio_engine.prepare(user(AUDIO_0, AUDIO_1, "Compare."), [], [], clips)
+    assert two.audio_seconds == {0: pytest.approx(1.0, abs=0.01), 1: pytest.approx(2.0, abs=0.01)}
+    assert two.prompt_tokens >= one.prompt_tokens + 2 * AUDIO_TOKENS_PER_SECOND
+    text = audio_engine.tokenizer.decode(two.inputs["input_ids"][0])
+    assert "Audio 1:" in text and "Audio 2:" in text
+    tokens, generation = run(audio_engine, user(AUDIO_0, AUDIO_1, "Compare."), {"max_tokens": 4}, audios=clips)
+    assert len(tokens) == generation.completion_tokens >= 1
+
+
+def test_audio_model_answers_text_only_and_keeps_control_tokens_as_text(audio_engine: ChatEngine) -> None:
+    tokens, _ = run(audio_engine, user("Hello"), {"max_tokens": 3})
+    assert tokens
+    prepared = audio_engine.prepare(user("What is <|AUDIO|>?"), [], [])
+    assert audio_engine.tokenizer.convert_tokens_to_ids("<|AUDIO|>") not in prepared.inputs["input_ids"][0].tolist()
+    assert prepared.audio_seconds == {}
+
+
+def test_audio_warm_up_hears_audio(audio_engine: ChatEngine) -> None:
+    audio_engine.warm_up()  # runs the audio encoder on a second of silence
+    assert audio_engine.native_audio and audio_engine.max_audio_seconds == 30
+
+
+@pytest.mark.parametrize(
+    ("messages", "audios", "images", "message"),
+    [
+        (user(AUDIO_1, "Hi"), [wav(1.0)], [], r"audio index 1 is out of range: the request has 1 audio\(s\)"),
+        (user(AUDIO_0, "Hi"), [], [], "audio index 0 is out of range: the request has 0 audio"),
+        (user(AUDIO_0, "Hi"), [b"this is not audio" * 50], [], "audio 0: cannot decode audio"),
+        (user(AUDIO_0, "Hi"), [b""], [], r"audio 0: the audio is empty \(0 bytes\)"),
+        (user(AUDIO_0, "Hi"), [png()], [], "audio 0: the file has no audio stream|audio 0: cannot decode audio"),
+        (user(AUDIO_0, "Hi"), [wav(0.0)], [], "audio 0: the audio stream holds no samples"),
+        (user(AUDIO_0, "Hi"), [wav(0.05)], [], "audio 0 is 50 ms long; this model needs at least 100 ms"),
+        (user(AUDIO_0, "Hi"), [wav(31.0)], [], "audio 0 is longer than 30 s, the most this model hears in one clip"),
+        (user(*[AUDIO_0] * (MAX_IMAGES + 1)), [wav(1.0)], [], f"too many audios: {MAX_IMAGES + 1}"),
+        (user(IMAGE_0, "Hi"), [], [png()], r"model qwen2-audio does not take image input \(qwen2_audio has no image"),
+        (user(VIDEO_0, "Hi"), [], [], "model qwen2-audio does not take video input"),
+    ],
+)
+def test_bad_audio_requests_are_input_errors(
+    audio_engine: ChatEngine, messages: str, audios: list[bytes], images: list[bytes], message: str
+) -> None:
+    with pytest.raises(InputError, match=f"^({message})"):
+        audio_engine.prepare(messages, images, [], audios)
+
+
+def video_with_sound(seconds: int = 2) -> bytes:
+    """An mp4 with a 64x64 H.264 picture and a 440 Hz AAC sound track."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        picture = container.add_stream("libx264", rate=10)
+        picture.width = picture.height = 64
+        picture.pix_fmt = "yuv420p"
+        sound = container.add_stream("aac", rate=16_000, layout="mono")
+        for i in range(seconds * 10):
+            container.mux(picture.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), 8 * i, np.uint8))))
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(seconds * 16_000) / 16_000)).astype(np.float32)
+        for start in range(0, tone.size, 1024):  # AAC's frame size
+            chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate = 16_000
+            container.mux(sound.encode(chunk))
+        container.mux(picture.encode())
+        container.mux(sound.encode())
+    return buf.getvalue()
+
+
+def test_a_video_file_sent_as_audio_is_heard_by_its_sound_track(audio_engine: ChatEngine) -> None:
+    prepared = audio_engine.prepare(user(AUDIO_0, "What do you hear?"), [], [], [video_with_sound(seconds=2)])
+    assert prepared.audio_seconds == {0: pytest.approx(2.0, abs=0.2)}  # AAC adds priming samples
+    with pytest.raises(InputError, match="^audio 0: the file has no audio stream"):
+        audio_engine.prepare(user(AUDIO_0, "Hi"), [], [], [video()])
+
+
+def test_vision_model_refuses_audio_it_cannot_hear(engine: ChatEngine) -> None:
+    with pytest.raises(InputError, match=rf"^model {engine.name} does not take audio natively \(.* no audio encoder\)"):
+        engine.prepare(user(AUDIO_0, "What is this sound?"), [], [], [wav(1.0)])
+
+
+def test_audio_model_without_the_audio_feature_refuses_audio(model_dirs: dict[str, Path]) -> None:
+    engine = ChatEngine(model_dirs["qwen2-audio"], video_max_frames=8, video_fps=1.0, max_images=4, native_audio=False)
+    with pytest.raises(InputError, match=r"^model qwen2-audio does not take audio natively \(its tmm.features"):
+        engine.prepare(user(AUDIO_0, "Hi"), [], [], [wav(1.0)])
+    assert engine.prepare(user("Hi"), [], []).prompt_tokens > 0  # text still works
+
+
+def test_audio_feature_on_a_checkpoint_without_audio_fails_to_load(model_dirs: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="lists 'audio', but checkpoint idefics3 .* has no audio processor"):
+        ChatEngine(model_dirs["idefics3"], video_max_frames=8, video_fps=1.0, max_images=4, native_audio=True)

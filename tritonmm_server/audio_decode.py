@@ -19,6 +19,10 @@ WHISPER_RATE = 16_000
 DEFAULT_MAX_SECONDS = 4 * 3600.0
 
 
+class AudioTooLong(ValueError):
+    """The audio runs past ``max_seconds``; decoding stopped there."""
+
+
 def decode_audio(data: bytes, *, rate: int = WHISPER_RATE, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at ``rate`` Hz from an in-memory audio (or video) file.
 
@@ -40,7 +44,7 @@ def decode_audio(data: bytes, *, rate: int = WHISPER_RATE, max_seconds: float = 
                     pieces.append(out.to_ndarray().reshape(-1))
                     total += pieces[-1].size
                 if total > limit:
-                    raise ValueError(f"the audio is longer than the {max_seconds / 3600:g} h this server accepts")
+                    raise AudioTooLong(f"the audio is longer than the {_duration(max_seconds)} this server accepts")
             for out in resampler.resample(None):  # flush what the resampler holds back
                 pieces.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as exc:
@@ -49,3 +53,7 @@ def decode_audio(data: bytes, *, rate: int = WHISPER_RATE, max_seconds: float = 
     if samples.size == 0:
         raise ValueError("the audio stream holds no samples")
     return np.clip(samples, -1.0, 1.0)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"

@@ -15,6 +15,13 @@ A request goes through two steps:
 Media parts refer to the request's media tensors by index, and errors name them
 the same way: ``{"type": "image", "index": 2}`` is "image 2".
 
+Audio parts go to the model itself only when it hears audio natively: the
+checkpoint's processor has an audio feature extractor (Qwen2-Audio does) and the
+config's ``tmm.features`` lists ``audio`` (the engine's ``native_audio``).
+Otherwise an audio part is refused, never dropped: the plugin sends such a model
+a transcript instead (``tmm.asr_model``). Likewise, image and video parts are
+refused by a checkpoint without an image processor.
+
 Parameters, video decoding and token streaming live in ``chat_params``,
 ``video_frames`` and ``token_stream``.
 """
@@ -26,24 +33,27 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Mapping
+import wave
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import torch
 from PIL import Image
 from transformers import (
-    AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
     AutoProcessor,
     BatchFeature,
     LogitsProcessorList,
     StoppingCriteriaList,
 )
 
-from tritonmm.contract import CHAT_MESSAGES
+from tritonmm.contract import CHAT_MESSAGES, KEY_ASR_MODEL, KEY_FEATURES, Feature
 from tritonmm.images import to_rgb
+from tritonmm_server.audio_decode import DEFAULT_MAX_SECONDS, WHISPER_RATE, AudioTooLong, decode_audio
 from tritonmm_server.chat_params import GenerationParams, is_int
 from tritonmm_server.errors import InputError
 from tritonmm_server.token_stream import END, Generation, Relay, Sampler
@@ -54,6 +64,9 @@ __all__ = ["ChatEngine", "Prepared"]
 ROLES = ("system", "user", "assistant")
 VIDEO_MARKER = "Video frames:"
 _ZERO_WIDTH_SPACE = "\u200b"
+# Shorter clips give Qwen2-Audio's encoder fewer than two frames, which its
+# placeholder expansion cannot handle (it then fails inside generate).
+MIN_AUDIO_SECONDS = 0.1
 
 
 # --- messages ----------------------------------------------------------------
@@ -61,7 +74,7 @@ _ZERO_WIDTH_SPACE = "\u200b"
 
 @dataclass(frozen=True)
 class _Part:
-    kind: str  # "text" | "image" | "video"
+    kind: str  # "text" | "image" | "video" | "audio"
     text: str = ""
     index: int = -1
 
@@ -106,12 +119,12 @@ def _parse_part(where: str, raw: Any) -> _Part:
         if not isinstance(text, str):
             raise InputError(f"{where}: a text part needs a string 'text'")
         return _Part("text", text=text)
-    if kind in ("image", "video"):
+    if kind in ("image", "video", "audio"):
         index = raw.get("index")
         if not is_int(index) or index < 0:
             raise InputError(f"{where}: a part of type {kind!r} needs an integer 'index' >= 0, got {index!r}")
         return _Part(kind, index=index)
-    raise InputError(f"{where}: unknown part type {kind!r} (expected text, image or video)")
+    raise InputError(f"{where}: unknown part type {kind!r} (expected text, image, video or audio)")
 
 
 # --- media -------------------------------------------------------------------
@@ -139,16 +152,22 @@ class Prepared:
     """A request turned into model inputs."""
 
     inputs: BatchFeature
-    prompt_tokens: int  # input_ids length, image placeholder tokens included
+    prompt_tokens: int  # input_ids length, image and audio placeholder tokens included
     image_count: int  # images given to the model, video frames included
     video_frames: dict[int, int] = field(default_factory=dict)  # video index -> frames sampled
+    audio_seconds: dict[int, float] = field(default_factory=dict)  # audio index -> seconds heard
 
 
 # --- engine ------------------------------------------------------------------
 
 
 class ChatEngine:
-    """A vision-language chat checkpoint, loaded once and shared by concurrent requests."""
+    """A multimodal chat checkpoint, loaded once and shared by concurrent requests.
+
+    ``max_images`` caps each kind of media part (images, videos, audios) per request.
+    ``native_audio`` says the config declares the ``audio`` feature; the checkpoint
+    must then have an audio processor, or loading fails.
+    """
 
     def __init__(
         self,
@@ -158,6 +177,7 @@ class ChatEngine:
         video_fps: float,
         max_images: int,
         num_threads: int | None = None,
+        native_audio: bool = False,
     ) -> None:
         if video_max_frames < 1 or video_fps <= 0 or max_images < 1:
             raise ValueError("video_max_frames and max_images must be >= 1 and video_fps > 0")
@@ -168,7 +188,23 @@ class ChatEngine:
         self._video_fps = video_fps
         self._max_images = max_images
         self._processor = AutoProcessor.from_pretrained(self._dir)
-        self._model = AutoModelForImageTextToText.from_pretrained(self._dir, dtype="auto").eval()
+        # The multimodal-LM auto class covers the image-text-to-text models and the
+        # audio-text ones (Qwen2-Audio) alike.
+        self._model = AutoModelForMultimodalLM.from_pretrained(self._dir, dtype="auto").eval()
+        self._sees_images = getattr(self._processor, "image_processor", None) is not None
+        self._audio_extractor = _audio_extractor(self._processor)
+        if native_audio and self._audio_extractor is None:
+            raise ValueError(
+                f"{KEY_FEATURES} lists {Feature.AUDIO.value!r}, but checkpoint {self._dir.name} "
+                f"({self._model.config.model_type}) has no audio processor: remove {Feature.AUDIO.value!r} "
+                f"from {KEY_FEATURES} (audio then reaches the model as a transcript, see {KEY_ASR_MODEL})"
+            )
+        self._native_audio = native_audio
+        self._audio_rate = int(getattr(self._audio_extractor, "sampling_rate", None) or WHISPER_RATE)
+        # Whisper-style extractors pad or cut every clip to one fixed window
+        # (n_samples; 30 s for Qwen2-Audio): a longer clip would lose its end silently.
+        window = getattr(self._audio_extractor, "n_samples", None)
+        self._max_audio_seconds = window / self._audio_rate if window else DEFAULT_MAX_SECONDS
         self.tokenizer = self._processor.tokenizer
         self.eos_token_ids = _eos_token_ids(self._model, self.tokenizer)
         self._pad_token_id = _pad_token_id(self._model, self.tokenizer, self.eos_token_ids)
@@ -190,12 +226,26 @@ class ChatEngine:
     def context_size(self) -> int:
         return self._context_size
 
-    def prepare(self, messages_json: str, images: list[bytes], videos: list[bytes]) -> Prepared:
+    @property
+    def native_audio(self) -> bool:
+        """Whether audio parts go to the model itself."""
+        return self._native_audio
+
+    @property
+    def max_audio_seconds(self) -> float:
+        """The longest audio clip the model hears whole."""
+        return self._max_audio_seconds
+
+    def prepare(
+        self, messages_json: str, images: Sequence[bytes], videos: Sequence[bytes], audios: Sequence[bytes] = ()
+    ) -> Prepared:
         """Validate and preprocess one request; raises InputError for a bad request."""
         messages = _parse_messages(messages_json)
+        self._check_modalities(messages)
         decoded_images = self._decode_images(messages, images)
         decoded_videos = self._decode_videos(messages, videos)
-        conversation = [self._to_hf_message(m, decoded_images, decoded_videos) for m in messages]
+        decoded_audios = self._decode_audios(messages, audios)
+        conversation = [self._to_hf_message(m, decoded_images, decoded_videos, decoded_audios) for m in messages]
         try:
             with self._preprocess_lock:
                 inputs = self._processor.apply_chat_template(
@@ -211,13 +261,15 @@ class ChatEngine:
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         if prompt_tokens >= self.context_size:
             raise InputError(
-                f"the prompt is {prompt_tokens} tokens (images included), the model's context is {self.context_size}"
+                f"the prompt is {prompt_tokens} tokens (images and audio included), "
+                f"the model's context is {self.context_size}"
             )
         return Prepared(
             inputs=inputs.to(self._model.device, dtype=self._model.dtype),
             prompt_tokens=prompt_tokens,
             image_count=sum(part["type"] == "image" for m in conversation for part in m["content"]),
             video_frames={index: len(frames) for index, frames in decoded_videos.items()},
+            audio_seconds={index: samples.size / self._audio_rate for index, samples in decoded_audios.items()},
         )
 
     def generate(
@@ -233,14 +285,40 @@ class ChatEngine:
         return Generation(self, prepared, params, is_cancelled)
 
     def warm_up(self) -> None:
-        """Run one short generation so that the first request does not pay for lazy initialisation."""
-        prepared = self.prepare(json.dumps([{"role": "user", "content": "Hi"}]), [], [])
+        """Run one short generation so that the first request does not pay for lazy initialisation.
+
+        With native audio it hears a second of silence, so that the audio encoder
+        is initialised too.
+        """
+        content: list[dict[str, Any]] = [{"type": "text", "text": "Hi"}]
+        audios: list[bytes] = []
+        if self._native_audio:
+            content.insert(0, {"type": "audio", "index": 0})
+            audios.append(_silent_wav(self._audio_rate))
+        prepared = self.prepare(json.dumps([{"role": "user", "content": content}]), [], [], audios)
         for _ in self.generate(prepared, GenerationParams(max_tokens=1, temperature=0)):
             pass
 
     # -- internals --
 
-    def _decode_images(self, messages: list[_Message], images: list[bytes]) -> dict[int, Image.Image]:
+    def _check_modalities(self, messages: list[_Message]) -> None:
+        """Refuse media the model cannot take, before anything is decoded."""
+        kinds = {p.kind for m in messages for p in m.parts}
+        arch = self._model.config.model_type
+        if "audio" in kinds and not self._native_audio:
+            if self._audio_extractor is None:
+                why = f"{arch} has no audio encoder"
+            else:
+                why = f"its {KEY_FEATURES} does not list {Feature.AUDIO.value!r}"
+            raise InputError(
+                f"model {self.name} does not take audio natively ({why}); audio must reach it as a transcript "
+                f"from a speech-to-text model ({KEY_ASR_MODEL})"
+            )
+        for kind in ("image", "video"):
+            if kind in kinds and not self._sees_images:
+                raise InputError(f"model {self.name} does not take {kind} input ({arch} has no image processor)")
+
+    def _decode_images(self, messages: list[_Message], images: Sequence[bytes]) -> dict[int, Image.Image]:
         refs = [p.index for m in messages for p in m.parts if p.kind == "image"]
         if len(refs) > self._max_images:
             raise InputError(f"too many images: {len(refs)} (this model takes at most {self._max_images})")
@@ -251,7 +329,7 @@ class ChatEngine:
             decoded[index] = _decode_image(f"image {index}", images[index])
         return decoded
 
-    def _decode_videos(self, messages: list[_Message], videos: list[bytes]) -> dict[int, list[Image.Image]]:
+    def _decode_videos(self, messages: list[_Message], videos: Sequence[bytes]) -> dict[int, list[Image.Image]]:
         refs = [p.index for m in messages for p in m.parts if p.kind == "video"]
         if len(refs) > self._max_images:
             raise InputError(f"too many videos: {len(refs)} (this model takes at most {self._max_images})")
@@ -267,8 +345,45 @@ class ChatEngine:
                 raise InputError(f"video {index}: {exc}") from None
         return decoded
 
+    def _decode_audios(self, messages: list[_Message], audios: Sequence[bytes]) -> dict[int, np.ndarray]:
+        refs = [p.index for m in messages for p in m.parts if p.kind == "audio"]
+        if len(refs) > self._max_images:
+            raise InputError(f"too many audios: {len(refs)} (this model takes at most {self._max_images})")
+        decoded = {}
+        for index in dict.fromkeys(refs):
+            if index >= len(audios):
+                raise InputError(f"audio index {index} is out of range: the request has {len(audios)} audio(s)")
+            decoded[index] = self._decode_audio(index, audios[index])
+        return decoded
+
+    def _decode_audio(self, index: int, data: bytes) -> np.ndarray:
+        too_long = (
+            f"audio {index} is longer than {self._max_audio_seconds:g} s, the most this model hears in one clip; "
+            f"cut it into shorter clips"
+        )
+        try:
+            # Decoding stops at the window, so a long file costs no more than a clip that fits.
+            samples = decode_audio(data, rate=self._audio_rate, max_seconds=self._max_audio_seconds)
+        except AudioTooLong:
+            raise InputError(too_long) from None
+        except ValueError as exc:
+            raise InputError(f"audio {index}: {exc}") from None
+        # The resampler's flush can add a few samples past the check inside decode_audio.
+        if samples.size > self._max_audio_seconds * self._audio_rate:
+            raise InputError(too_long)
+        if samples.size < MIN_AUDIO_SECONDS * self._audio_rate:
+            raise InputError(
+                f"audio {index} is {1000 * samples.size / self._audio_rate:.0f} ms long; "
+                f"this model needs at least {1000 * MIN_AUDIO_SECONDS:.0f} ms"
+            )
+        return samples
+
     def _to_hf_message(
-        self, message: _Message, images: Mapping[int, Image.Image], videos: Mapping[int, list[Image.Image]]
+        self,
+        message: _Message,
+        images: Mapping[int, Image.Image],
+        videos: Mapping[int, list[Image.Image]],
+        audios: Mapping[int, np.ndarray],
     ) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         for part in message.parts:
@@ -276,6 +391,9 @@ class ChatEngine:
                 content.append({"type": "text", "text": self._defuse(part.text)})
             elif part.kind == "image":
                 content.append({"type": "image", "image": images[part.index]})
+            elif part.kind == "audio":
+                # Decoded already, at the extractor's rate: apply_chat_template passes arrays through.
+                content.append({"type": "audio", "audio": audios[part.index]})
             else:
                 # Video processors need torchvision, so frames go in as images.
                 content.append({"type": "text", "text": VIDEO_MARKER})
@@ -318,6 +436,29 @@ class ChatEngine:
             out.put(exc)
         finally:
             out.put(END)
+
+
+def _audio_extractor(processor: Any) -> Any | None:
+    """The processor's audio feature extractor, or None for a processor that takes no audio.
+
+    Vision processors have no ``feature_extractor``; transformers names the audio
+    side ``feature_extractor`` (Qwen2-Audio) or ``audio_processor``.
+    """
+    for attribute in ("audio_processor", "feature_extractor"):
+        extractor = getattr(processor, attribute, None)
+        if extractor is not None:
+            return extractor
+    return None
+
+
+def _silent_wav(rate: int, seconds: float = 1.0) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(bytes(2 * int(rate * seconds)))
+    return buf.getvalue()
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -18,6 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import (
+    CHAT_AUDIOS,
     CHAT_COMPLETION_TOKENS,
     CHAT_FINISH_REASON,
     CHAT_IMAGES,
@@ -32,6 +33,7 @@ from tritonmm.contract import (
     INVALID_INPUT_PREFIX,
     KEY_VIDEO_FPS,
     KEY_VIDEO_MAX_FRAMES,
+    Feature,
     TensorSpec,
     config_mismatch,
 )
@@ -58,12 +60,18 @@ class TritonPythonModel:
             video_max_frames=_positive(params, KEY_VIDEO_MAX_FRAMES, int),
             video_fps=_positive(params, KEY_VIDEO_FPS, float),
             max_images=capabilities.max_images,
+            native_audio=Feature.AUDIO in capabilities.features,
         )
         self._engine.warm_up()
         warn_context_size(setup, self._engine.context_size)
+        audio = (
+            f"native audio up to {self._engine.max_audio_seconds:g} s"
+            if self._engine.native_audio
+            else "no native audio"
+        )
         pb_utils.Logger.log_info(
             f"{self._name}: loaded {self._engine.name} ({self._engine.architecture}, "
-            f"context {self._engine.context_size}, weights {capabilities.weights})"
+            f"context {self._engine.context_size}, {audio}, weights {capabilities.weights})"
         )
 
     def execute(self, requests: list) -> None:
@@ -104,7 +112,9 @@ class TritonPythonModel:
             raise InputError(f"{CHAT_MESSAGES.name} is required and must hold exactly one JSON document")
         raw_params = _texts(request, CHAT_PARAMS)
         params = parse_params(raw_params[0] if raw_params else None)
-        prepared = self._engine.prepare(messages[0], _blobs(request, CHAT_IMAGES), _blobs(request, CHAT_VIDEOS))
+        prepared = self._engine.prepare(
+            messages[0], _blobs(request, CHAT_IMAGES), _blobs(request, CHAT_VIDEOS), _blobs(request, CHAT_AUDIOS)
+        )
         generation = self._engine.generate(prepared, params, request.is_cancelled)
         try:
             for piece in generation:
