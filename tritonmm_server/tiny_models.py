@@ -14,15 +14,39 @@ kind: a ``BertForSequenceClassification`` with one label and a WordPiece tokeniz
 whose pair template gives the document token type 1, loaded through
 ``AutoModelForSequenceClassification`` / ``AutoTokenizer``.
 
+``bert-embed`` is a sentence-embedding checkpoint of the all-MiniLM-L6-v2 kind (a
+``BertModel`` with the same WordPiece tokenizer, 32-dimensional, and the
+sentence-transformers files that declare mean pooling and a 128-token window), and
+``clip`` an image-text dual encoder of the openai/clip-vit-base-patch32 kind (a
+``CLIPModel`` with a ``CLIPProcessor``: PIL image processor, byte-level BPE tokenizer
+that wraps each text in ``<|startoftext|>`` / ``<|endoftext|>``, a 77-token window),
+loaded through ``AutoModel`` with ``AutoTokenizer`` / ``AutoProcessor``.
+
+``qwen2-audio`` is a chat model that hears audio natively, of the
+Qwen/Qwen2-Audio-7B-Instruct kind: a Whisper-style audio encoder in front of a
+Qwen2 decoder, with a ``Qwen2AudioProcessor`` (128-bin ``WhisperFeatureExtractor``,
+byte-level BPE, the instruct chat template), loaded through ``AutoProcessor`` /
+``AutoModelForMultimodalLM``. It takes no images; a config serving it declares
+``tmm.features`` ``audio`` (``FEATURES`` says so per arch).
+
+``whisper`` is a speech recogniser of the openai/whisper-tiny kind: a
+``WhisperForConditionalGeneration`` (80 mel bins, the real 30 s window) with a
+``WhisperProcessor`` (``WhisperFeatureExtractor``, a byte-level BPE
+``WhisperTokenizer`` with Whisper's control tokens) and a generation config with the
+language and task tokens of a multilingual model (eight languages), loaded through
+``AutoProcessor`` / ``AutoModelForSpeechSeq2Seq``.
+
 Builds are deterministic: the same arch gives byte-identical weights.
 
     python -m tritonmm_server.tiny_models --arch idefics3 --out /tmp/tiny-idefics3
     python -m tritonmm_server.tiny_models --arch bert-cross-encoder --out /tmp/tiny-cross-encoder
+    python -m tritonmm_server.tiny_models --arch clip --out /tmp/tiny-clip
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import string
 import sys
@@ -36,7 +60,11 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertModel,
+    CLIPConfig,
     CLIPImageProcessorPil,
+    CLIPModel,
+    CLIPProcessor,
     GenerationConfig,
     Idefics3Config,
     Idefics3ForConditionalGeneration,
@@ -48,10 +76,29 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerFast,
     ProcessorMixin,
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
 )
+from transformers.models.whisper.tokenization_whisper import LANGUAGES as WHISPER_LANGUAGES
 from transformers.utils import logging as transformers_logging
 
-__all__ = ["ALL_ARCHS", "ARCHS", "CONTEXT_SIZE", "RERANK_ARCHS", "build_tiny_model"]
+__all__ = [
+    "ALL_ARCHS",
+    "ARCHS",
+    "AUDIO_ARCHS",
+    "CONTEXT_SIZE",
+    "EMBEDDING_ARCHS",
+    "FEATURES",
+    "RERANK_ARCHS",
+    "SPEECH_ARCHS",
+    "build_tiny_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +148,7 @@ class _Arch:
     chat_template: str
     build: Callable[[PreTrainedTokenizerFast, str], tuple[PreTrainedModel, ProcessorMixin]]
     bos_token: str | None = None  # prepended by the tokenizer itself, as Llama tokenizers do
+    features: str = "vision,video"  # the tmm.features of a config that serves it
 
 
 # SmolVLM-Instruct's prompt format ("<|im_start|>User:<image>Hi<end_of_utterance>\nAssistant:"),
@@ -241,6 +289,57 @@ def _build_llava(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[Pre
     return LlavaForConditionalGeneration(config), processor
 
 
+# Qwen2-Audio-7B-Instruct's chat template (also Qwen2AudioProcessor's built-in default):
+# an audio part becomes "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>", and the
+# processor expands <|AUDIO|> to one token per 40 ms of sound.
+_QWEN2_AUDIO_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}<|im_end|>\n"
+    "{% else %}"
+    "{% for content in message['content'] %}"
+    "{% if 'audio' in content or 'audio_url' in content or content['type'] == 'audio' %}"
+    "{% set audio_count.value = audio_count.value + 1 %}"
+    "Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}"
+    "{{ content['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _build_qwen2_audio(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    # The real 30 s window of 128-bin mel frames stays: the encoder's 1500 positions
+    # and the processor's 25 audio tokens per second follow from it, and both are
+    # what a request exercises. Only the widths are tiny.
+    audio_config = {
+        "model_type": "qwen2_audio_encoder",
+        "d_model": 32,
+        "encoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "encoder_ffn_dim": 64,
+        "num_mel_bins": 128,
+        "max_source_positions": 1500,
+    }
+    config = Qwen2AudioConfig(
+        audio_config=audio_config,
+        text_config={**_text_config(tokenizer), "model_type": "qwen2"},
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+    feature_extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, chunk_length=30)
+    processor = Qwen2AudioProcessor(feature_extractor, tokenizer, chat_template=template)
+    return Qwen2AudioForConditionalGeneration(config), processor
+
+
 _IDEFICS3_SPECIALS = (
     "<|endoftext|>",
     "<|im_start|>",
@@ -266,6 +365,14 @@ _ARCHS: dict[str, _Arch] = {
         bos_token="<s>",
         chat_template=_LLAVA_TEMPLATE,
         build=_build_llava,
+    ),
+    "qwen2-audio": _Arch(
+        special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"),
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=_QWEN2_AUDIO_TEMPLATE,
+        build=_build_qwen2_audio,
+        features="audio",
     ),
 }
 
@@ -336,11 +443,232 @@ def _build_bert_cross_encoder(dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
+# --- the sentence embedder ---------------------------------------------------------------------
+
+_EMBED_WINDOW = 128  # sentence_bert_config.json's max_seq_length, below the 512 positions as in MiniLM
+
+
+def _build_bert_embed(dest: Path) -> None:
+    tokenizer = _train_wordpiece()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=_CROSS_ENCODER_CONTEXT,
+        pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.2,  # as for the cross-encoder: 0.02 makes every text's vector nearly the same
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = BertModel(config, add_pooling_layer=False)  # sentence embedders mean-pool; no pooler weights
+    dest.mkdir(parents=True, exist_ok=True)
+    transformers_logging.disable_progress_bar()
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    # The sentence-transformers layout of all-MiniLM-L6-v2: transformer, mean pooling, normalisation.
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    pooling = {
+        "word_embedding_dimension": config.hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    _write_json(dest / "modules.json", modules)
+    _write_json(dest / "sentence_bert_config.json", {"max_seq_length": _EMBED_WINDOW, "do_lower_case": False})
+    _write_json(dest / "1_Pooling" / "config.json", pooling)
+    (dest / "2_Normalize").mkdir(exist_ok=True)
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+# --- the image-text dual encoder ------------------------------------------------------------
+
+_CLIP_WINDOW = 77  # CLIP's text positions, special tokens included
+_CLIP_SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+
+
+def _clip_tokenizer() -> PreTrainedTokenizerFast:
+    """CLIP's text side: byte-level BPE, every text wrapped in start and end tokens.
+
+    Trained like the chat tokenizers; only the post-processor differs, because the
+    text tower pools at the end token (CLIP's ``eos_token_id``), which must be there.
+    """
+    start, end = _CLIP_SPECIALS
+    spec = _Arch(_CLIP_SPECIALS, eos_token=end, pad_token=end, chat_template="", build=_no_build, bos_token=start)
+    tokenizer = _train_tokenizer(spec)
+    ids = [(start, tokenizer.convert_tokens_to_ids(start)), (end, tokenizer.convert_tokens_to_ids(end))]
+    tokenizer.backend_tokenizer.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{start} $A {end}", pair=f"{start} $A {end} $B {end}", special_tokens=ids
+            ),
+        ]
+    )
+    tokenizer.model_max_length = _CLIP_WINDOW
+    tokenizer.chat_template = None  # not a chat model: save no template
+    return tokenizer
+
+
+def _no_build(tokenizer: PreTrainedTokenizerFast, template: str) -> tuple[PreTrainedModel, ProcessorMixin]:
+    raise NotImplementedError("built by _build_clip")
+
+
+def _build_clip(dest: Path) -> None:
+    tokenizer = _clip_tokenizer()
+    # 32 px images in 8 px patches: a 4x4 grid (plus CLIP's class token), like ViT-B/32's 7x7 at 224 px.
+    image_size, patch_size = 32, 8
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": _CLIP_WINDOW,
+        # CLIP pools at the first eos_token_id (unless it is the legacy 2): it must be the tokenizer's end token.
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    config = CLIPConfig(
+        text_config=text_config, vision_config=_vision_config(image_size, patch_size), projection_dim=32
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = CLIPModel(config)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    dest.mkdir(parents=True, exist_ok=True)
+    transformers_logging.disable_progress_bar()
+    model.save_pretrained(dest)
+    CLIPProcessor(image_processor, tokenizer).save_pretrained(dest)
+
+
+# --- the speech recogniser ---------------------------------------------------------------------
+
+# The first languages of Whisper's own list, in its order: WhisperTokenizer finds the
+# token of a language at <|startoftranscript|> + 1 + its index there, so the order matters.
+_WHISPER_LANGUAGES = tuple(WHISPER_LANGUAGES)[:8]
+_WHISPER_EOT, _WHISPER_SOT = "<|endoftext|>", "<|startoftranscript|>"
+# Whisper's control tokens after the text vocabulary, in Whisper's order (no timestamp tokens:
+# the server decodes without them).
+_WHISPER_CONTROLS = (
+    _WHISPER_EOT,
+    _WHISPER_SOT,
+    *(f"<|{code}|>" for code in _WHISPER_LANGUAGES),
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
+)
+# The decoder's window (448 in the real models). Random weights rarely emit the end
+# token, so this is also what bounds each generate call.
+_WHISPER_TEXT_POSITIONS = 128
+
+
+def _whisper_tokenizer() -> WhisperTokenizer:
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=_BPE_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_CORPUS, trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    vocab = dict(trained["vocab"])
+    for token in _WHISPER_CONTROLS:
+        vocab[token] = len(vocab)
+    # tokenizers writes a merge as ["a", "b"] (older versions as "a b"); WhisperTokenizer wants tuples.
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
+    tokenizer = WhisperTokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=_WHISPER_EOT,
+        bos_token=_WHISPER_EOT,
+        eos_token=_WHISPER_EOT,
+        pad_token=_WHISPER_EOT,
+        model_max_length=_WHISPER_TEXT_POSITIONS,
+    )
+    tokenizer.add_tokens(list(_WHISPER_CONTROLS), special_tokens=True)  # special: dropped when decoding text
+    return tokenizer
+
+
+def _build_whisper(dest: Path) -> None:
+    tokenizer = _whisper_tokenizer()
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _WHISPER_CONTROLS}
+    eot, sot = ids[_WHISPER_EOT], ids[_WHISPER_SOT]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_source_positions=1500,  # 3000 mel frames (30 s) halved by the strided conv: the real window
+        max_target_positions=_WHISPER_TEXT_POSITIONS,
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        model = WhisperForConditionalGeneration(config)
+    # Built explicitly, with _from_model_config=False: a generation config derived from
+    # the model config loses lang_to_id and task_to_id when it is saved and reloaded.
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        max_length=_WHISPER_TEXT_POSITIONS,
+        is_multilingual=True,
+        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in _WHISPER_LANGUAGES},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        prev_sot_token_id=ids["<|startofprev|>"],
+        # As in the real checkpoints: control tokens never appear in the text, and
+        # the text starts with neither a bare space nor the end token.
+        suppress_tokens=[i for token, i in ids.items() if token != _WHISPER_EOT],
+        begin_suppress_tokens=[tokenizer.convert_tokens_to_ids("Ġ"), eot],
+        _from_model_config=False,
+    )
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+    dest.mkdir(parents=True, exist_ok=True)
+    transformers_logging.disable_progress_bar()
+    model.save_pretrained(dest)
+    processor.save_pretrained(dest)
+
+
 # Archs that are not chat models: built by a function of their own.
-_OTHER_ARCHS: dict[str, Callable[[Path], None]] = {"bert-cross-encoder": _build_bert_cross_encoder}
-ARCHS = tuple(_ARCHS)  # the chat models
-RERANK_ARCHS = tuple(_OTHER_ARCHS)
-ALL_ARCHS = (*ARCHS, *RERANK_ARCHS)
+_OTHER_ARCHS: dict[str, Callable[[Path], None]] = {
+    "bert-cross-encoder": _build_bert_cross_encoder,
+    "bert-embed": _build_bert_embed,
+    "clip": _build_clip,
+    "whisper": _build_whisper,
+}
+AUDIO_ARCHS = tuple(name for name, spec in _ARCHS.items() if "audio" in spec.features)  # chat with native audio
+ARCHS = tuple(name for name in _ARCHS if name not in AUDIO_ARCHS)  # the vision-language chat models
+FEATURES = {name: spec.features for name, spec in _ARCHS.items()}  # tmm.features per chat arch
+RERANK_ARCHS = ("bert-cross-encoder",)
+EMBEDDING_ARCHS = ("bert-embed", "clip")  # text_embedding and multimodal_embedding
+SPEECH_ARCHS = ("whisper",)  # speech_to_text
+ALL_ARCHS = (*_ARCHS, *_OTHER_ARCHS)
 
 
 def build_tiny_model(arch: str, dest: Path) -> Path:
