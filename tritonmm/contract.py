@@ -25,6 +25,8 @@ class Task(StrEnum):
     TEXT_TO_SPEECH = "text_to_speech"
     MULTIMODAL_EMBEDDING = "multimodal_embedding"
     OCR = "ocr"
+    VIDEO_FRAMES = "video_frames"
+    IMAGE_TEXT_MATCH = "image_text_match"
 
 
 class Feature(StrEnum):
@@ -141,6 +143,31 @@ OCR_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))  # lines in reading order, ne
 OCR_LINES = TensorSpec("LINES_JSON", "TYPE_STRING", (1,))
 OCR_OUTPUTS = (OCR_TEXT, OCR_LINES)
 
+# --- video frames (one video per request, not batched) ------------------------
+VIDEO_FILE = TensorSpec("VIDEO", "TYPE_STRING", (1,))
+# {"mode": FRAMES_KEYFRAMES | FRAMES_UNIFORM, "count": N (1..max), "max_side": pixels}
+VIDEO_PARAMS = TensorSpec("PARAMS_JSON", "TYPE_STRING", (1,), optional=True)
+VIDEO_INPUTS = (VIDEO_FILE, VIDEO_PARAMS)
+VIDEO_FRAMES_OUT = TensorSpec("FRAMES", "TYPE_STRING", (-1,))  # JPEG files, in time order
+VIDEO_TIMESTAMPS = TensorSpec("TIMESTAMPS", "TYPE_FP32", (-1,))  # seconds, one per frame
+VIDEO_DURATION = TensorSpec("DURATION", "TYPE_FP32", (1,))  # seconds of video
+VIDEO_OUTPUTS = (VIDEO_FRAMES_OUT, VIDEO_TIMESTAMPS, VIDEO_DURATION)
+PARAM_MODE = "mode"
+PARAM_COUNT = "count"
+PARAM_MAX_SIDE = "max_side"
+FRAMES_KEYFRAMES = "keyframes"  # the encoder's keyframes (scene starts), at most `count`, evenly picked
+FRAMES_UNIFORM = "uniform"  # `count` frames evenly spaced over the duration
+
+# --- image-text match (one image and its candidate labels per request) ---------
+MATCH_IMAGE = TensorSpec("IMAGE", "TYPE_STRING", (1,))
+MATCH_LABELS = TensorSpec("LABELS_JSON", "TYPE_STRING", (1,))  # JSON list of texts
+MATCH_INPUTS = (MATCH_IMAGE, MATCH_LABELS)
+MATCH_SCORES = TensorSpec("SCORES", "TYPE_FP32", (-1,))  # zero-shot probabilities over the labels (sum 1)
+MATCH_SIMILARITIES = TensorSpec("SIMILARITIES", "TYPE_FP32", (-1,))  # cosine of image and each label
+# PNG: the image overlaid with the patch-level similarity to the best-scoring label.
+MATCH_HEATMAP = TensorSpec("HEATMAP_PNG", "TYPE_STRING", (1,))
+MATCH_OUTPUTS = (MATCH_SCORES, MATCH_SIMILARITIES, MATCH_HEATMAP)
+
 # Media tensor per message part type; a part {"type": "image", "index": i}
 # refers to element i of CHAT_IMAGES.
 CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS, "audio": CHAT_AUDIOS}
@@ -192,6 +219,8 @@ TASK_SPECS = {
     Task.TEXT_TO_SPEECH: (TTS_INPUTS, TTS_OUTPUTS),
     Task.MULTIMODAL_EMBEDDING: (MM_INPUTS, MM_OUTPUTS),
     Task.OCR: (OCR_INPUTS, OCR_OUTPUTS),
+    Task.VIDEO_FRAMES: (VIDEO_INPUTS, VIDEO_OUTPUTS),
+    Task.IMAGE_TEXT_MATCH: (MATCH_INPUTS, MATCH_OUTPUTS),
 }
 
 # How each task's model is called: streaming tasks are decoupled (gRPC stream, one
