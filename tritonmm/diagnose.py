@@ -29,14 +29,7 @@ def check_model(
     settings: ServerSettings, model: str, task: Task | tuple[Task, ...], probe: Callable[[Capabilities], None]
 ) -> Capabilities:
     """Run every step in order; raise ``CheckFailed`` at the first that fails."""
-    http = TritonHTTP(settings)
-    with _step("server reachable"):
-        http.is_live()
-    with _step("server ready"):
-        if not http.is_ready():
-            raise ServerNotReady(
-                f"{settings.http_url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
-            )
+    http = check_server(settings)
     with _step("model present"):
         _require_in_repository(http, model)
     with _step("model loaded"):
@@ -47,6 +40,19 @@ def check_model(
     with _step("probe request"):
         probe(caps)
     return caps
+
+
+def check_server(settings: ServerSettings) -> TritonHTTP:
+    """The first two steps, for callers that use many models (the workflow tools)."""
+    http = TritonHTTP(settings)
+    with _step("server reachable"):
+        http.is_live()
+    with _step("server ready"):
+        if not http.is_ready():
+            raise ServerNotReady(
+                f"{settings.http_url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
+            )
+    return http
 
 
 @contextmanager
