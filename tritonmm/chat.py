@@ -85,7 +85,9 @@ def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
         Modality.VIDEO: limits.video_max_bytes,
         Modality.AUDIO: limits.audio_max_bytes,
     }[part.modality]
-    if part.base64_data:
+    if part.data:
+        data = part.data
+    elif part.base64_data:
         data = media.decode_base64(part.base64_data, what)
     elif part.url:
         data = media.fetch_url(part.url, max_bytes=cap, timeout=limits.fetch_timeout, what=what)

@@ -14,13 +14,15 @@ class TextPart:
 
 @dataclass(frozen=True)
 class MediaPart:
-    """Media as Dify hands it over: base64 or a URL, plus the claimed MIME type."""
+    """Media as Dify hands it over (base64 or a URL, plus the claimed MIME type), or
+    bytes a tool has already downloaded and checked."""
 
     modality: Modality
     base64_data: str = ""
     url: str = ""
     mime_type: str = ""
     low_detail: bool = False  # Dify's vision "detail: low": a smaller image is enough
+    data: bytes = b""
 
 
 Part = TextPart | MediaPart

@@ -1,0 +1,95 @@
+"""What every tool of this provider shares: settings, the file policy, parameters, downloads.
+
+No ``Tool`` subclass lives here: the SDK requires exactly one per tool module,
+and a base class imported into a module would count as a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dify_plugin.file.file import File
+
+from tritonmm import chat, tool_files
+from tritonmm.capabilities import model_capabilities
+from tritonmm.chat import ChatParams
+from tritonmm.contract import Task
+from tritonmm.errors import InvalidInput
+from tritonmm.fetch_guard import UrlPolicy, dify_files_policy
+from tritonmm.media import Modality
+from tritonmm.messages import MediaPart, Message, TextPart
+from tritonmm.settings import ServerSettings
+
+CRED_FILES_URL = "files_url"
+CRED_ALLOW_PRIVATE = "allow_private_urls"
+CRED_ALLOW_ADMIN = "allow_admin"
+CRED_METRICS_URL = "metrics_url"
+
+
+def truthy(value: Any) -> bool:
+    """Dify sends booleans as bool, "true"/"false" or 1/0 depending on the caller."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def settings(credentials: Mapping[str, Any]) -> ServerSettings:
+    return ServerSettings.from_credentials(credentials)
+
+
+def policy(credentials: Mapping[str, Any]) -> UrlPolicy:
+    extra = [
+        u.strip().rstrip("/") + "/files/" for u in str(credentials.get(CRED_FILES_URL) or "").split(",") if u.strip()
+    ]
+    return dify_files_policy(allow_private=truthy(credentials.get(CRED_ALLOW_PRIVATE)), extra_base_urls=extra)
+
+
+def text(parameters: Mapping[str, Any], name: str, default: str = "") -> str:
+    value = parameters.get(name)
+    return default if value is None else str(value).strip() or default
+
+
+def integer(parameters: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    raw = parameters.get(name)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = int(float(raw))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"'{name}' must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"'{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def files(parameters: Mapping[str, Any], name: str) -> list[File]:
+    """A ``file`` or ``files`` parameter as a list; refused by name when absent."""
+    value = parameters.get(name)
+    found = [f for f in (value if isinstance(value, list) else [value]) if isinstance(f, File)]
+    if not found:
+        raise InvalidInput(f"'{name}' needs a file")
+    return found
+
+
+def download(credentials: Mapping[str, Any], file: File, modality: Modality, what: str) -> bytes:
+    """The file's bytes under the SSRF policy, capped by size and checked by content."""
+    label = f"{what} ({file.filename})" if file.filename else what
+    limits = settings(credentials).media
+    return tool_files.download(file.url, modality, policy(credentials), limits, declared_size=file.size, what=label)
+
+
+def answer(
+    credentials: Mapping[str, Any], model: str, question: str, media: list[MediaPart], max_tokens: int
+) -> Iterator[str]:
+    """Ask the chat model about the media; the answer's text as it is generated.
+
+    Opened here, so a bad request or an unreachable server fails before the first piece.
+    """
+    if not question:
+        raise InvalidInput("'question' is empty")
+    server = settings(credentials)
+    caps = model_capabilities(server, model, Task.CHAT)
+    messages = [Message("user", (*media, TextPart(question)))]
+    chunks = chat.open_chat(server, model, messages, ChatParams(max_tokens=max_tokens), caps)
+    return (chunk.text for chunk in chunks)
