@@ -149,9 +149,19 @@ def test_image_by_url(plugin: PluginProcess, credentials: dict) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/cat.png"
         part = {"type": "image", "format": "png", "mime_type": "image/png", "url": url}
-        assert_streamed(invoke(plugin, credentials, user(part)))
+        assert_streamed(invoke(plugin, {**credentials, "allow_private_urls": "true"}, user(part)))
+        with pytest.raises(PluginError) as raised:  # the same loopback URL, private networks not allowed
+            invoke(plugin, credentials, user(part))
+        assert raised.value.error_type == "InvokeBadRequestError" and "loopback" in raised.value.message
     finally:
         server.shutdown()
+
+
+def test_unreachable_private_url_is_a_connection_error(plugin: PluginProcess, credentials: dict) -> None:
+    part = {"type": "image", "format": "png", "mime_type": "image/png", "url": f"http://127.0.0.1:{free_ports(1)[0]}/x.png"}
+    with pytest.raises(PluginError) as raised:
+        invoke(plugin, {**credentials, "allow_private_urls": "true"}, user(part))
+    assert raised.value.error_type == "InvokeConnectionError" and "cannot fetch" in raised.value.message
 
 
 BAD_INPUTS = {
@@ -160,8 +170,9 @@ BAD_INPUTS = {
     "decompression bomb": (lambda: user(image_part(fx.bomb_png())), "InvokeBadRequestError", "decompression bomb"),
     "video as image": (lambda: user(image_part(fx.mp4(seconds=1.0))), "InvokeBadRequestError", "content is video/mp4"),
     "undecodable video": (lambda: user(video_part(b"\0\0\0\x18ftypisom" + b"\x07junk" * 64)), "InvokeBadRequestError", "video 0"),
-    "audio part": (lambda: user({"type": "audio", "format": "wav", "mime_type": "audio/wav", "base64_data": "UklGRg=="}), "InvokeBadRequestError", "does not accept audio"),
-    "unreachable url": (lambda: user({"type": "image", "format": "png", "mime_type": "image/png", "url": f"http://127.0.0.1:{free_ports(1)[0]}/x.png"}), "InvokeConnectionError", "cannot fetch"),
+    "audio that is not audio": (lambda: user({"type": "audio", "format": "wav", "mime_type": "audio/wav", "base64_data": "UklGRg=="}), "InvokeBadRequestError", "audio 1 is not audio"),
+    "loopback url": (lambda: user({"type": "image", "format": "png", "mime_type": "image/png", "url": f"http://127.0.0.1:{free_ports(1)[0]}/x.png"}), "InvokeBadRequestError", "loopback address"),
+    "metadata url": (lambda: user({"type": "image", "format": "png", "mime_type": "image/png", "url": "http://169.254.169.254/latest/meta-data/"}), "InvokeBadRequestError", "cloud metadata address"),
 }  # fmt: skip
 
 

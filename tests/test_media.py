@@ -11,6 +11,7 @@ from PIL import Image
 from tests import media_fixtures as fx
 from tritonmm import media
 from tritonmm.errors import InvalidInput, UnsupportedMedia
+from tritonmm.fetch_guard import UrlPolicy
 from tritonmm.media import Modality
 from tritonmm.settings import MediaLimits
 
@@ -123,11 +124,14 @@ def test_fetch_enforces_size_cap_and_names_http_errors() -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    local = UrlPolicy(allow_private=True)  # the SSRF guard refuses loopback by default (tests/test_fetch_guard.py)
     try:
         with pytest.raises(InvalidInput, match="larger than the 1000-byte cap"):
-            media.fetch_url(f"{base}/big", max_bytes=1000, timeout=5, what="image 1")
+            media.fetch_url(f"{base}/big", max_bytes=1000, timeout=5, what="image 1", policy=local)
         with pytest.raises(InvalidInput, match="returned HTTP 404"):
-            media.fetch_url(f"{base}/missing", max_bytes=1000, timeout=5, what="image 1")
-        assert len(media.fetch_url(f"{base}/big", max_bytes=10_000, timeout=5, what="image 1")) == 5000
+            media.fetch_url(f"{base}/missing", max_bytes=1000, timeout=5, what="image 1", policy=local)
+        assert len(media.fetch_url(f"{base}/big", max_bytes=10_000, timeout=5, what="image 1", policy=local)) == 5000
+        with pytest.raises(InvalidInput, match="loopback address"):
+            media.fetch_url(f"{base}/big", max_bytes=10_000, timeout=5, what="image 1")
     finally:
         server.shutdown()

@@ -90,7 +90,9 @@ def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
     elif part.base64_data:
         data = media.decode_base64(part.base64_data, what)
     elif part.url:
-        data = media.fetch_url(part.url, max_bytes=cap, timeout=limits.fetch_timeout, what=what)
+        data = media.fetch_url(
+            part.url, max_bytes=cap, timeout=limits.fetch_timeout, what=what, policy=settings.url_policy
+        )
     else:
         raise InvalidInput(f"{what} has neither base64_data nor url")
     if part.modality is Modality.IMAGE:

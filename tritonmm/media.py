@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tritonmm.errors import ConnectionFailed, InvalidInput, RequestTimeout, UnsupportedMedia
+from tritonmm import fetch_guard
+from tritonmm.errors import InvalidInput, UnsupportedMedia
 from tritonmm.images import to_rgb
 from tritonmm.settings import DEFAULT_MEDIA_LIMITS, MediaLimits
 
@@ -86,28 +86,17 @@ def decode_base64(text: str, what: str) -> bytes:
         raise InvalidInput(f"{what}: base64_data is not valid base64") from None
 
 
-def fetch_url(url: str, *, max_bytes: int, timeout: float, what: str) -> bytes:
-    """Download ``url`` with a timeout and a size cap; raise rather than truncate."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise InvalidInput(f"{what}: only http(s) URLs can be fetched, got {url[:80]!r}")
-    try:
-        with httpx.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-            if response.status_code != 200:
-                raise InvalidInput(f"{what}: fetching {url[:200]} returned HTTP {response.status_code}")
-            declared = int(response.headers.get("content-length") or 0)
-            if declared > max_bytes:
-                raise InvalidInput(f"{what}: {declared} bytes at {url[:200]} exceed the {max_bytes}-byte cap")
-            chunks, size = [], 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise InvalidInput(f"{what}: {url[:200]} is larger than the {max_bytes}-byte cap")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.TimeoutException:
-        raise RequestTimeout(f"{what}: fetching {url[:200]} timed out after {timeout:g} s") from None
-    except httpx.HTTPError as exc:
-        raise ConnectionFailed(f"{what}: cannot fetch {url[:200]}: {exc}") from None
+def fetch_url(
+    url: str, *, max_bytes: int, timeout: float, what: str, policy: fetch_guard.UrlPolicy | None = None
+) -> bytes:
+    """Download ``url`` through the SSRF guard with a timeout and a size cap; raise rather than truncate.
+
+    ``policy`` None: public addresses and Dify's own files URL only
+    (:func:`tritonmm.fetch_guard.dify_files_policy`); callers holding settings pass
+    ``settings.url_policy``, which the credentials may open to private networks.
+    """
+    policy = policy if policy is not None else fetch_guard.dify_files_policy()
+    return fetch_guard.fetch(url, policy, max_bytes=max_bytes, timeout=timeout, what=what)
 
 
 def expect_modality(data: bytes, modality: Modality, claimed_mime: str, what: str) -> Sniffed:

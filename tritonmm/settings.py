@@ -7,11 +7,12 @@ reads the raw dict.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from tritonmm.errors import InvalidInput
+from tritonmm.fetch_guard import UrlPolicy, dify_files_policy
 
 DEFAULT_GRPC_PORT = 8001
 
@@ -26,6 +27,13 @@ CRED_IMAGE_MAX_SIDE = "image_max_side"
 CRED_API_KEY = "api_key"
 CRED_API_KEY_HEADER = "api_key_header"
 DEFAULT_API_KEY_HEADER = "X-API-Key"
+# "true": media URLs may point at loopback, private and link-local addresses (an intranet
+# deployment, or a local test server). Default false: public addresses and Dify's own
+# files URL only (tritonmm.fetch_guard).
+CRED_ALLOW_PRIVATE_URLS = "allow_private_urls"
+# Dify's files URL(s), comma separated, when the plugin daemon's FILES_URL / INTERNAL_FILES_URL
+# environment does not say it: files under <url>/files/ are always allowed.
+CRED_FILES_URL = "files_url"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class ServerSettings:
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     media: MediaLimits = DEFAULT_MEDIA_LIMITS
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (lower-case names: gRPC metadata)
+    # Which media URLs may be downloaded (SSRF guard); Dify's FILES_URL is read from the environment.
+    url_policy: UrlPolicy = field(default_factory=dify_files_policy)
 
     @classmethod
     def from_credentials(cls, credentials: Mapping[str, Any]) -> ServerSettings:
@@ -75,7 +85,19 @@ class ServerSettings:
         max_side = _positive_float(credentials, CRED_IMAGE_MAX_SIDE, DEFAULT_MEDIA_LIMITS.image_max_side)
         media = MediaLimits(image_max_side=int(max_side))
         headers = _api_key_headers(credentials)
-        return cls(http_url=http_url, grpc_target=grpc_target, timeouts=timeouts, media=media, headers=headers)
+        files_urls = [u.strip().rstrip("/") for u in str(credentials.get(CRED_FILES_URL) or "").split(",") if u.strip()]
+        url_policy = dify_files_policy(
+            allow_private=flag(credentials, CRED_ALLOW_PRIVATE_URLS, False),
+            extra_base_urls=[url + "/files/" for url in files_urls],
+        )
+        return cls(
+            http_url=http_url,
+            grpc_target=grpc_target,
+            timeouts=timeouts,
+            media=media,
+            headers=headers,
+            url_policy=url_policy,
+        )
 
 
 def _api_key_headers(credentials: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -88,6 +110,21 @@ def _api_key_headers(credentials: Mapping[str, Any]) -> tuple[tuple[str, str], .
     if any(c in key for c in "\r\n"):
         raise InvalidInput(f"'{CRED_API_KEY}' must be one line")
     return ((name.lower(), key),)
+
+
+def flag(credentials: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A yes/no credential: Dify's switch and radio forms send "true"/"false"."""
+    raw = credentials.get(key)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw if raw is not None else "").strip().lower()
+    if text == "":
+        return default
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise InvalidInput(f"'{key}' must be true or false, got {raw!r}")
 
 
 def _http_url(raw: Any) -> str:

@@ -16,7 +16,7 @@ class OcrTool(Tool):
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
         credentials = self.runtime.credentials
         model = support.text(tool_parameters, "model", "ocr")
-        draw = support.truthy(tool_parameters.get("draw_boxes"))
+        draw = support.truthy(tool_parameters, "draw_boxes")
         images = support.files(tool_parameters, "images")
         server = support.settings(credentials)
         results = []

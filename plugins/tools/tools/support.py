@@ -16,33 +16,21 @@ from tritonmm.capabilities import model_capabilities
 from tritonmm.chat import ChatParams
 from tritonmm.contract import Task
 from tritonmm.errors import InvalidInput
-from tritonmm.fetch_guard import UrlPolicy, dify_files_policy
 from tritonmm.media import Modality
 from tritonmm.messages import MediaPart, Message, TextPart
-from tritonmm.settings import ServerSettings
+from tritonmm.settings import ServerSettings, flag
 
-CRED_FILES_URL = "files_url"
-CRED_ALLOW_PRIVATE = "allow_private_urls"
 CRED_ALLOW_ADMIN = "allow_admin"
 CRED_METRICS_URL = "metrics_url"
 
 
-def truthy(value: Any) -> bool:
-    """Dify sends booleans as bool, "true"/"false" or 1/0 depending on the caller."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def truthy(parameters: Mapping[str, Any], name: str) -> bool:
+    """A yes/no parameter or credential (bool, "true"/"false" or 1/0, depending on the caller)."""
+    return flag(parameters, name, False)
 
 
 def settings(credentials: Mapping[str, Any]) -> ServerSettings:
     return ServerSettings.from_credentials(credentials)
-
-
-def policy(credentials: Mapping[str, Any]) -> UrlPolicy:
-    extra = [
-        u.strip().rstrip("/") + "/files/" for u in str(credentials.get(CRED_FILES_URL) or "").split(",") if u.strip()
-    ]
-    return dify_files_policy(allow_private=truthy(credentials.get(CRED_ALLOW_PRIVATE)), extra_base_urls=extra)
 
 
 def text(parameters: Mapping[str, Any], name: str, default: str = "") -> str:
@@ -75,8 +63,8 @@ def files(parameters: Mapping[str, Any], name: str) -> list[File]:
 def download(credentials: Mapping[str, Any], file: File, modality: Modality, what: str) -> bytes:
     """The file's bytes under the SSRF policy, capped by size and checked by content."""
     label = f"{what} ({file.filename})" if file.filename else what
-    limits = settings(credentials).media
-    return tool_files.download(file.url, modality, policy(credentials), limits, declared_size=file.size, what=label)
+    server = settings(credentials)
+    return tool_files.download(file.url, modality, server.url_policy, server.media, declared_size=file.size, what=label)
 
 
 def answer(

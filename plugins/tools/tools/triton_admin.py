@@ -39,7 +39,7 @@ class TritonAdminTool(Tool):
             result = admin.metrics_summary(server, url)
             summary = "\n".join(f"{name}: {sum(values.values()):g}" for name, values in sorted(result.items()))
         elif action in CONTROL_ACTIONS:
-            if not support.truthy(credentials.get(support.CRED_ALLOW_ADMIN)):
+            if not support.truthy(credentials, support.CRED_ALLOW_ADMIN):
                 raise InvalidInput(
                     f"'{action}' changes the server: turn on 'Allow model load, unload and reload' in this "
                     "provider's credentials first"

@@ -26,7 +26,7 @@ class VideoKeyframesTool(Tool):
             count=support.integer(tool_parameters, "count", 8, 1, 64),
         )
         caption_model = support.text(tool_parameters, "caption_model", "chat")
-        captions = support.truthy(tool_parameters.get("caption"))
+        captions = support.truthy(tool_parameters, "caption")
         listed = []
         for number, frame in enumerate(frames, start=1):
             name = f"frame_{number:03d}_{frame.timestamp:09.3f}s.jpg"
