@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Python-backend plumbing shared by the batched bundled models (text_embedding, rerank).
+"""Python-backend plumbing shared by the bundled models that answer each request once.
 
-Both are non-decoupled models with dynamic batching: a request carries n rows
-(one text, one (query, document) pair), Triton hands ``execute`` several requests
-at once, and each gets exactly one response. This module holds what their
-``model.py`` files would otherwise both spell out:
+text_embedding and rerank are non-decoupled models with dynamic batching: a
+request carries n rows (one text, one (query, document) pair), Triton hands
+``execute`` several requests at once, and each gets exactly one response.
+speech_to_text is non-decoupled and not batched (one audio file per request).
+This module holds what their ``model.py`` files would otherwise all spell out:
 
 * :func:`load_setup`: the config checked against the contract, its ``tmm.*``
   parameters, the checkpoint directory and the capabilities;
@@ -13,7 +14,9 @@ at once, and each gets exactly one response. This module holds what their
   :meth:`~BatchedModel.prepare` (an :class:`InputError` gives that request alone an
   INVALID_ARG response with the contract's prefix) and computes the rows of all
   the good requests at once in :meth:`~BatchedModel.compute`; the outputs are split
-  back per request in order. Nothing is ever raised out of ``execute``.
+  back per request in order. Nothing is ever raised out of ``execute``;
+* :class:`UnbatchedModel`: the same ``execute`` contract for models that answer
+  each request on its own (:meth:`~UnbatchedModel.answer`).
 
 Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
 """
@@ -35,18 +38,19 @@ from tritonmm.contract import (
 from tritonmm_server.errors import InputError
 from tritonmm_server.model_setup import ModelSetup, read_setup
 
-__all__ = ["BatchedModel", "check_config", "error_response", "load_setup", "rows"]
+__all__ = ["BatchedModel", "UnbatchedModel", "check_config", "error_response", "load_setup", "rows"]
 
 ItemT = TypeVar("ItemT")
 
 
 def load_setup(
-    args: dict[str, str], kind: str, row: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+    args: dict[str, str], kind: str, row: str | None, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
 ) -> ModelSetup:
     """Check the config against the contract and read its parameters.
 
     ``kind`` names the model in messages ("text-embedding"), ``row`` what one batch
-    row holds ("one text"). Raises ``TritonModelException``: the model does not load.
+    row holds ("one text"), or None for a model that is not batched. Raises
+    ``TritonModelException``: the model does not load.
     """
     config = json.loads(args["model_config"])
     check_config(config, kind, row, inputs, outputs)
@@ -54,12 +58,19 @@ def load_setup(
 
 
 def check_config(
-    config: dict[str, Any], kind: str, row: str, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+    config: dict[str, Any], kind: str, row: str | None, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
 ) -> None:
-    """Refuse to load with a config that does not match the contract the plugin relies on."""
+    """Refuse to load with a config that does not match the contract the plugin relies on.
+
+    ``row`` None: the model must not be batched, because the contract's dims are
+    then the whole request's shape (no batch dimension in front).
+    """
     if pb_utils.using_decoupled_model_transaction_policy(config):
         raise pb_utils.TritonModelException(f"the {kind} model must not be decoupled: one response per request")
-    if int(config.get("max_batch_size", 0)) < 1:
+    max_batch_size = int(config.get("max_batch_size", 0))
+    if row is None and max_batch_size != 0:
+        raise pb_utils.TritonModelException(f"the {kind} model must have max_batch_size 0: it is not batched")
+    if row is not None and max_batch_size < 1:
         raise pb_utils.TritonModelException(f"the {kind} model needs max_batch_size >= 1: {row} per row")
     problem = config_mismatch(config, inputs, outputs)
     if problem:
@@ -74,6 +85,15 @@ def rows(request: Any, spec: TensorSpec) -> list[bytes] | None:
 
 def error_response(message: str, code: int) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
+
+
+def _input_error(exc: InputError) -> Any:
+    return error_response(INVALID_INPUT_PREFIX + str(exc), pb_utils.TritonError.INVALID_ARG)
+
+
+def _internal_error(name: str, exc: Exception) -> Any:
+    pb_utils.Logger.log_error(f"{name}: request failed: {type(exc).__name__}: {exc}")
+    return error_response(str(exc) or type(exc).__name__, pb_utils.TritonError.INTERNAL)
 
 
 class BatchedModel(Generic[ItemT]):
@@ -100,9 +120,9 @@ class BatchedModel(Generic[ItemT]):
             try:
                 accepted.append((index, self.prepare(request)))
             except InputError as exc:
-                responses[index] = error_response(INVALID_INPUT_PREFIX + str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses[index] = _input_error(exc)
             except Exception as exc:
-                responses[index] = self._internal(exc)
+                responses[index] = _internal_error(self.name, exc)
         if not accepted:
             return responses
         try:
@@ -114,11 +134,37 @@ class BatchedModel(Generic[ItemT]):
                 responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start = stop
         except Exception as exc:
-            failure = self._internal(exc)
+            failure = _internal_error(self.name, exc)
             for index, _ in accepted:
                 responses[index] = failure
         return responses
 
-    def _internal(self, exc: Exception) -> Any:
-        pb_utils.Logger.log_error(f"{self.name}: request failed: {type(exc).__name__}: {exc}")
-        return error_response(str(exc) or type(exc).__name__, pb_utils.TritonError.INTERNAL)
+
+class UnbatchedModel:
+    """``execute`` for one-response-per-request models that answer each request on its own.
+
+    Subclasses set :attr:`name` in ``initialize`` and implement :meth:`answer`. A
+    request that fails gets its own error response; the others are unaffected.
+    """
+
+    name: str = "model"  # set per instance by initialize: the Triton model name, for the log
+    # What answer() raises when it stopped because the client cancelled (request.is_cancelled()).
+    cancelled_errors: tuple[type[Exception], ...] = ()
+
+    def answer(self, request: Any) -> dict[TensorSpec, np.ndarray]:
+        """The output tensors of one request; InputError names what is wrong with it."""
+        raise NotImplementedError
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                tensors = [pb_utils.Tensor(spec.name, array) for spec, array in self.answer(request).items()]
+                responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            except InputError as exc:
+                responses.append(_input_error(exc))
+            except self.cancelled_errors:
+                responses.append(error_response("the request was cancelled", pb_utils.TritonError.CANCELLED))
+            except Exception as exc:
+                responses.append(_internal_error(self.name, exc))
+        return responses

@@ -24,13 +24,20 @@ class ModelSetup:
 
     name: str
     parameters: dict[str, str]  # the config's parameters as {key: string_value}
-    model_path: str  # an existing directory
+    model_path: str  # an existing directory; "" for a model whose weights ship inside its runtime package
     capabilities: Capabilities
 
 
-def read_setup(model_name: str, config: dict[str, Any]) -> ModelSetup:
-    """Parameters, checkpoint directory and capabilities; ``TritonModelException`` if wrong."""
+def read_setup(model_name: str, config: dict[str, Any], *, needs_model_path: bool = True) -> ModelSetup:
+    """Parameters, checkpoint directory and capabilities; ``TritonModelException`` if wrong.
+
+    ``needs_model_path=False`` is for models whose weights come with their runtime
+    package (OCR: RapidOCR's wheel): ``tmm.model_path`` is then not read at all,
+    rather than pointed at a made-up directory.
+    """
     params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    if not needs_model_path:
+        return ModelSetup(model_name, params, "", _capabilities(params))
     model_path = params.get(KEY_MODEL_PATH, "")
     if not model_path:
         raise pb_utils.TritonModelException(
@@ -38,12 +45,16 @@ def read_setup(model_name: str, config: dict[str, Any]) -> ModelSetup:
         )
     if not Path(model_path).is_dir():
         raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
-    try:
-        capabilities = Capabilities.from_parameters(params)
-    except ValueError as exc:
-        raise pb_utils.TritonModelException(str(exc)) from None
+    capabilities = _capabilities(params)
     transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
     return ModelSetup(model_name, params, model_path, capabilities)
+
+
+def _capabilities(params: dict[str, str]) -> Capabilities:
+    try:
+        return Capabilities.from_parameters(params)
+    except ValueError as exc:
+        raise pb_utils.TritonModelException(str(exc)) from None
 
 
 def warn_context_size(setup: ModelSetup, actual: int) -> None:
