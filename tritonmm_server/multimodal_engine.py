@@ -28,7 +28,9 @@ of the vision tower's grid, ``(image_size / patch_size)^2`` (49 for ViT-B/32),
 whatever the image's size, since every image is resized to the tower's input.
 
 :meth:`MultimodalEngine.patch_similarity` scores each patch of an image against a
-text, for a heat map of where the text matches.
+text, for a heat map of where the text matches; :meth:`MultimodalEngine.image_text_cosines`
+scores a decoded image and its patches against several texts in one pass of each
+tower (the image_text_match model, ``tritonmm_server.match_engine``).
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ class MultimodalEngine:
         """What an image row reports as its token count: the patches of the grid."""
         return self._grid * self._grid
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The learned temperature of the contrastive loss, ``exp(logit_scale)`` (100 for openai CLIP); None if absent."""
+        scale = getattr(self._model, "logit_scale", None)
+        return None if scale is None else float(scale.detach().exp())
+
     def warm_up(self) -> None:
         """One text and one image, so the first request does not pay for torch's start-up."""
         blank = io.BytesIO()
@@ -189,19 +197,64 @@ class MultimodalEngine:
         the shared space (the usual CLIP patch-relevance map). CLIP only: SigLIP
         pools with an attention head that has no per-patch equivalent.
         """
+        self._patch_layers()  # refuse a non-CLIP checkpoint before decoding anything
+        picture = self._decode("the image", image)
+        return self.image_text_cosines(picture, [text])[1][0]
+
+    def image_text_cosines(self, picture: Image.Image, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine of the image with each text ``[n]`` and of each patch with each text ``[n, grid, grid]``.
+
+        One pass of each tower: the image's vector (what ``get_image_features``
+        gives) and the patch vectors come out of the same vision pass. Texts longer
+        than the window are cut as in :meth:`prepare`. CLIP only, as
+        :meth:`patch_similarity`.
+        """
+        post_layernorm, projection = self._patch_layers()
+        rows = self.prepare(list(texts), [CONTENT_TEXT] * len(texts))
+        with self._lock, torch.inference_mode():
+            text_vectors = torch.from_numpy(self._text_vectors([row.input_ids for row in rows]))
+            pixels = self._image_processor(images=[picture], return_tensors="pt")["pixel_values"]
+            vision = self._model.vision_model(pixel_values=pixels)
+            # CLIP's pooled output is post_layernorm(class token); the projection puts both in the shared space.
+            image = torch.nn.functional.normalize(projection(vision.pooler_output[0]), dim=-1)
+            patches = projection(post_layernorm(vision.last_hidden_state[0, -self.image_tokens :]))  # no class token
+            patches = torch.nn.functional.normalize(patches, dim=-1)
+            cosines = text_vectors @ image
+            patch_cosines = (text_vectors @ patches.T).reshape(len(rows), self._grid, self._grid)
+        return cosines.numpy().astype(np.float32), patch_cosines.numpy().astype(np.float32)
+
+    def seen_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The part of a ``width`` x ``height`` image that the vision tower sees, as (left, top, right, bottom).
+
+        CLIP's processor resizes the shortest side and crops the centre square, so
+        the patch grid covers that square only; a processor that resizes to a fixed
+        size without cropping sees the whole image.
+        """
+        processor = self._image_processor
+        shortest = _size_value(processor.size, "shortest_edge") if getattr(processor, "do_resize", True) else None
+        crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None
+        if not shortest or crop is None:
+            return 0.0, 0.0, float(width), float(height)
+        scale = min(width, height) / shortest  # original pixels per resized pixel
+        seen_w = min(float(width), (_size_value(crop, "width") or shortest) * scale)
+        seen_h = min(float(height), (_size_value(crop, "height") or shortest) * scale)
+        left, top = (width - seen_w) / 2, (height - seen_h) / 2
+        return left, top, left + seen_w, top + seen_h
+
+    def decode_image(self, raw: bytes, where: str, *, min_side: int | None = None) -> Image.Image:
+        """An image file as an upright RGB image, or InputError naming ``where``.
+
+        A JPEG decodes at a reduced scale that still covers ``min_side`` pixels a
+        side (default: the vision tower's input), which is much faster for photos.
+        """
+        return self._decode(where, raw, draft_side=min_side)
+
+    def _patch_layers(self) -> tuple[torch.nn.Module, torch.nn.Module]:
         post_layernorm = getattr(self._model.vision_model, "post_layernorm", None)
         projection = getattr(self._model, "visual_projection", None)
         if post_layernorm is None or projection is None:
             raise ValueError(f"patch similarity needs a CLIP checkpoint, this one is {self.architecture}")
-        [row] = self.prepare([text], [CONTENT_TEXT])
-        picture = self._decode("the image", image)
-        with self._lock, torch.inference_mode():
-            text_vector = torch.from_numpy(self._text_vectors([row.input_ids]))[0]
-            pixels = self._image_processor(images=[picture], return_tensors="pt")["pixel_values"]
-            hidden = self._model.vision_model(pixel_values=pixels).last_hidden_state
-            patches = projection(post_layernorm(hidden[0, -self.image_tokens :]))  # drop the class token
-            cosine = torch.nn.functional.normalize(patches, dim=-1) @ text_vector
-        return cosine.reshape(self._grid, self._grid).numpy().astype(np.float32)
+        return post_layernorm, projection
 
     # --- internals --------------------------------------------------------------------------
 
@@ -219,7 +272,7 @@ class MultimodalEngine:
         pixels = self._image_processor(images=images, return_tensors="pt")["pixel_values"]
         return _unit(self._model.get_image_features(pixel_values=pixels))
 
-    def _decode(self, where: str, raw: str | bytes) -> Image.Image:
+    def _decode(self, where: str, raw: str | bytes, *, draft_side: int | None = None) -> Image.Image:
         """An image file as an upright RGB image; InputError naming ``where`` otherwise."""
         if isinstance(raw, str):
             raise InputError(f"{where}: an image must be sent as the file's bytes, not as text")
@@ -229,7 +282,7 @@ class MultimodalEngine:
         try:
             with Image.open(io.BytesIO(data)) as opened:
                 # JPEG decodes at 1/2..1/8 scale when that still covers the tower's input: much faster.
-                side = int(self._model.config.vision_config.image_size)
+                side = draft_side or int(self._model.config.vision_config.image_size)
                 opened.draft("RGB", (side, side))
                 opened.load()
                 return to_rgb(ImageOps.exif_transpose(opened))
@@ -251,6 +304,12 @@ def _unit(features: object) -> np.ndarray:
     """
     tensor = features if isinstance(features, torch.Tensor) else features.pooler_output  # type: ignore[attr-defined]
     return torch.nn.functional.normalize(tensor.float(), p=2, dim=-1).numpy()
+
+
+def _size_value(size: object, key: str) -> int | None:
+    """One entry of an image processor's size: a dict in transformers 4, a ``SizeDict`` in 5."""
+    value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+    return int(value) if value else None
 
 
 def _chunks(indices: list[int], size: int) -> list[list[int]]:

@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Triton side of the video-frames model: one video file in, JPEG frames and their times out.
+
+All the work is in ``tritonmm_server.frames_engine``; this file only adapts it to
+the python-backend API. Not batched and not decoupled: each request gets one
+response, and a bad request gets its own INVALID_ARG error without affecting the
+others (``tritonmm_server.batched_model.UnbatchedModel``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from tritonmm.contract import (
+    KEY_VIDEO_MAX_FRAMES,
+    VIDEO_DURATION,
+    VIDEO_FILE,
+    VIDEO_FRAMES_OUT,
+    VIDEO_INPUTS,
+    VIDEO_OUTPUTS,
+    VIDEO_PARAMS,
+    VIDEO_TIMESTAMPS,
+    TensorSpec,
+)
+from tritonmm_server.batched_model import UnbatchedModel, check_config, rows
+from tritonmm_server.errors import InputError
+from tritonmm_server.frames_engine import extract_frames, max_count, parse_frame_options
+from tritonmm_server.model_setup import read_setup
+
+
+class TritonPythonModel(UnbatchedModel):
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        check_config(config, "video-frames", None, VIDEO_INPUTS, VIDEO_OUTPUTS)
+        setup = read_setup(args["model_name"], config, needs_model_path=False)  # no weights: PyAV only
+        self.name = setup.name
+        try:
+            self._max_count = max_count(setup.parameters)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
+        pb_utils.Logger.log_info(f"{self.name}: ready (PyAV, {KEY_VIDEO_MAX_FRAMES} {self._max_count})")
+
+    def answer(self, request: Any) -> dict[TensorSpec, np.ndarray]:
+        video = rows(request, VIDEO_FILE)
+        if not video:
+            raise InputError(f"{VIDEO_FILE.name} is required: the video file's bytes")
+        if len(video) != 1:
+            raise InputError(f"{VIDEO_FILE.name} takes exactly one video per request, got {len(video)}")
+        params = rows(request, VIDEO_PARAMS)
+        options = parse_frame_options(params[0] if params else None, most=self._max_count)
+        frames = extract_frames(video[0], options)
+        return {
+            VIDEO_FRAMES_OUT: np.array(frames.jpegs, dtype=np.object_),
+            VIDEO_TIMESTAMPS: np.array(frames.timestamps, dtype=np.float32),
+            VIDEO_DURATION: np.array([frames.duration], dtype=np.float32),
+        }

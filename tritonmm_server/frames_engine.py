@@ -1,0 +1,149 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Engine of the bundled video_frames model: one video file in, JPEG frames and their times out.
+
+Plain Python (no Triton imports) so that it can be tested without a server:
+``model_repository/video_frames/1/model.py`` only moves tensors in and out of it.
+No weights: the decoding is :func:`tritonmm_server.video_frames.select_frames`
+(PyAV); this module reads the request's parameters, names the video in errors and
+encodes the frames as JPEG.
+
+Two modes (``mode`` in PARAMS_JSON):
+
+* ``uniform`` (the default): ``count`` frames evenly spaced over the duration,
+  each the frame nearest to the centre of its slice of the video;
+* ``keyframes``: the encoder's keyframes (GOP starts: scene cuts and its keyframe
+  interval), at most ``count`` of them evenly picked, first and last included. A
+  video encoded with one long GOP has a single keyframe and gets a single frame.
+
+Bad input (no video, not a video, no video stream, bad parameters) raises
+:class:`~tritonmm_server.errors.InputError` with a message fit for the end user.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from tritonmm.contract import (
+    FRAMES_KEYFRAMES,
+    FRAMES_UNIFORM,
+    KEY_VIDEO_MAX_FRAMES,
+    PARAM_COUNT,
+    PARAM_MAX_SIDE,
+    PARAM_MODE,
+    VIDEO_FILE,
+    VIDEO_PARAMS,
+)
+from tritonmm_server.errors import InputError
+from tritonmm_server.video_frames import select_frames
+
+__all__ = ["ExtractedFrames", "FrameOptions", "extract_frames", "max_count", "parse_frame_options"]
+
+MODES = (FRAMES_UNIFORM, FRAMES_KEYFRAMES)
+DEFAULT_COUNT = 8
+MAX_COUNT = 64  # the default of tmm.video_max_frames: 64 frames at 768 px are about 5 MB of JPEG
+DEFAULT_MAX_SIDE = 768  # enough for a vision model's input and a thumbnail strip, small on the wire
+MIN_MAX_SIDE = 16
+MAX_MAX_SIDE = 2048
+# High enough that text in a frame (slides, screen recordings) stays legible for OCR.
+JPEG_QUALITY = 90
+_PARAM_KEYS = (PARAM_MODE, PARAM_COUNT, PARAM_MAX_SIDE)
+
+
+@dataclass(frozen=True)
+class FrameOptions:
+    mode: str = FRAMES_UNIFORM
+    count: int = DEFAULT_COUNT
+    max_side: int = DEFAULT_MAX_SIDE
+
+
+@dataclass(frozen=True)
+class ExtractedFrames:
+    jpegs: list[bytes]  # in time order, at least one
+    timestamps: list[float]  # seconds from the video's first frame, one per JPEG
+    duration: float  # seconds of video
+
+
+def max_count(parameters: dict[str, str]) -> int:
+    """The most frames one request may ask for: ``tmm.video_max_frames``, default 64; ValueError if malformed."""
+    raw = parameters.get(KEY_VIDEO_MAX_FRAMES, "").strip()
+    if not raw:
+        return MAX_COUNT
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{KEY_VIDEO_MAX_FRAMES} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{KEY_VIDEO_MAX_FRAMES} must be at least 1, got {value}")
+    return value
+
+
+def parse_frame_options(raw: bytes | str | None, *, most: int = MAX_COUNT) -> FrameOptions:
+    """PARAMS_JSON as options; absent, empty or ``null`` values take the defaults.
+
+    ``most`` is the model's limit on ``count``; the default count is capped at it too.
+    """
+    values = _params_object(raw)
+    unknown = sorted(set(values) - set(_PARAM_KEYS))
+    if unknown:
+        raise InputError(f"unknown parameter {unknown[0]!r}; known parameters: {', '.join(_PARAM_KEYS)}")
+    mode = values.get(PARAM_MODE, FRAMES_UNIFORM)
+    if mode not in MODES:
+        raise InputError(f"{PARAM_MODE} must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    count = _int_in(values, PARAM_COUNT, min(DEFAULT_COUNT, most), 1, most)
+    max_side = _int_in(values, PARAM_MAX_SIDE, DEFAULT_MAX_SIDE, MIN_MAX_SIDE, MAX_MAX_SIDE)
+    return FrameOptions(mode, count, max_side)
+
+
+def extract_frames(video: bytes, options: FrameOptions) -> ExtractedFrames:
+    """Decode the frames the options ask for and encode each as a JPEG."""
+    if not video:
+        raise InputError(f"{VIDEO_FILE.name} is empty (0 bytes): send the video file's bytes")
+    try:
+        selection = select_frames(
+            video, count=options.count, keyframes=options.mode == FRAMES_KEYFRAMES, max_side=options.max_side
+        )
+    except ValueError as exc:
+        raise InputError(
+            f"{VIDEO_FILE.name}: {exc} (first bytes {video[:8]!r}); send a video file such as MP4, WebM, MOV or MKV"
+        ) from None
+    return ExtractedFrames(
+        jpegs=[_jpeg(frame.image) for frame in selection.frames],
+        timestamps=[frame.seconds for frame in selection.frames],
+        duration=selection.duration,
+    )
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+def _params_object(raw: bytes | str | None) -> dict[str, Any]:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{VIDEO_PARAMS.name} is not valid UTF-8: {exc}") from None
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        params = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{VIDEO_PARAMS.name} is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise InputError(f"{VIDEO_PARAMS.name} must be a JSON object, got {type(params).__name__}")
+    return {key: value for key, value in params.items() if value is not None}
+
+
+def _int_in(values: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = values.get(key, default)
+    # bool is an int in Python, but `"count": true` is a client bug, not 1.
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InputError(f"{key} must be an integer from {low} to {high}, got {value!r}")
+    return value
