@@ -23,6 +23,7 @@ import pytest
 
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin
+from tests.files_server import FilesServer
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
 from tritonmm_server.launch import LaunchOptions, ensure_tiny_model, plan_models
@@ -93,6 +94,25 @@ def package() -> Path:
 def plugin(package: Path) -> Iterator[plugin_harness.PluginProcess]:
     plugin_dir = plugin_harness.install(package, WORK / "plugin", uv_cache=ROOT / ".cache" / "uv")
     process = plugin_harness.PluginProcess(plugin_dir)
+    process.wait_ready()
+    yield process
+    process.stop()
+    assert not process.violations, process.violations
+
+
+@pytest.fixture(scope="session")
+def files_server() -> Iterator[FilesServer]:
+    """Dify's files endpoint as the tools plugin sees it (its INTERNAL_FILES_URL)."""
+    server = FilesServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def tools_plugin(files_server: FilesServer) -> Iterator[plugin_harness.PluginProcess]:
+    package = build_plugin(ROOT / "plugins" / "tools", WORK / "dist").path
+    plugin_dir = plugin_harness.install(package, WORK / "tools_plugin", uv_cache=ROOT / ".cache" / "uv")
+    process = plugin_harness.PluginProcess(plugin_dir, env={"INTERNAL_FILES_URL": files_server.base_url})
     process.wait_ready()
     yield process
     process.stop()

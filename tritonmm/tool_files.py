@@ -37,6 +37,7 @@ def download(
     limits: MediaLimits,
     *,
     declared_size: int | None = None,
+    claimed_mime: str = "",
     what: str = "the file",
 ) -> bytes:
     """The file's bytes, checked to be ``modality`` (audio also accepts a video's sound track)."""
@@ -46,5 +47,5 @@ def download(
     data = fetch_guard.fetch(url, policy, max_bytes=cap, timeout=timeout_for(declared_size or cap), what=what)
     if modality is Modality.AUDIO:
         return media.check_audio(data, what, limits)
-    media.expect_modality(data, modality, "", what)
+    media.expect_modality(data, modality, claimed_mime, what)
     return data

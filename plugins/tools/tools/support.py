@@ -64,7 +64,15 @@ def download(credentials: Mapping[str, Any], file: File, modality: Modality, wha
     """The file's bytes under the SSRF policy, capped by size and checked by content."""
     label = f"{what} ({file.filename})" if file.filename else what
     server = settings(credentials)
-    return tool_files.download(file.url, modality, server.url_policy, server.media, declared_size=file.size, what=label)
+    return tool_files.download(
+        file.url,
+        modality,
+        server.url_policy,
+        server.media,
+        declared_size=file.size,
+        claimed_mime=file.mime_type or "",
+        what=label,
+    )
 
 
 def answer(
