@@ -66,7 +66,12 @@ def _sample(started: float, first: float | None, tokens: int) -> dict:
     total = time.perf_counter() - started
     ttft = (first or started) - started
     decode = max(total - ttft, 1e-9)
-    return {"ttft_ms": 1000 * ttft, "total_ms": 1000 * total, "tokens": tokens, "tokens_per_s": max(tokens - 1, 0) / decode}
+    return {
+        "ttft_ms": 1000 * ttft,
+        "total_ms": 1000 * total,
+        "tokens": tokens,
+        "tokens_per_s": max(tokens - 1, 0) / decode,
+    }
 
 
 def _concurrent(fn, n: int) -> float:
@@ -115,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print(f"{'path':10} {'TTFT ms':>8} {'total ms':>9} {'tok/s':>7} {'tokens':>6} {f'{args.concurrency} streams wall ms':>20}")
+    print(
+        f"{'path':10} {'TTFT ms':>8} {'total ms':>9} {'tok/s':>7} {'tokens':>6} {f'{args.concurrency} streams wall ms':>20}"
+    )
     for name in ("raw_grpc", "plugin"):
         r = results[name]
-        print(f"{name:10} {r['ttft_ms']:8.1f} {r['total_ms']:9.1f} {r['tokens_per_s']:7.0f} {r['tokens']:6d} {r['concurrent_wall_ms']:20.1f}")
+        print(
+            f"{name:10} {r['ttft_ms']:8.1f} {r['total_ms']:9.1f} {r['tokens_per_s']:7.0f} {r['tokens']:6d} {r['concurrent_wall_ms']:20.1f}"
+        )
     print(f"written: {args.out}")
     return 0
 

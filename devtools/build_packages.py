@@ -260,9 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m devtools.build_packages",
         description="Build plugins/*/ into deterministic, validated .difypkg files.",
     )
-    parser.add_argument(
-        "--out", type=Path, default=REPO_ROOT / "dist", help="output directory (default: dist)"
-    )
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist", help="output directory (default: dist)")
     parser.add_argument("plugin_dirs", nargs="*", type=Path, help="plugin directories (default: plugins/*/)")
     args = parser.parse_args(argv)
     plugin_dirs = args.plugin_dirs or discover_plugins(REPO_ROOT / "plugins")

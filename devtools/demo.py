@@ -1,6 +1,7 @@
 """The main job, end to end: serve the bundled models on an embedded Triton, build
-the plugin package(s), install the model provider the way the Dify daemon does,
-and stream an answer about a picture *through the plugin*.
+both plugin packages, install them the way the Dify daemon does, and use them:
+stream an answer about a picture, rank sentences, speak a sentence and transcribe
+it back (model provider); read the text of a picture and check the server (tools).
 
     python -m devtools.demo [--checkpoint chat=/path/to/SmolVLM-256M-Instruct] [--keep-serving]
 """
@@ -14,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin, discover_plugins
+from devtools.files_server import FilesServer
 from tritonmm_server.launch import LaunchOptions, launch, serve_foreground
 from tritonmm_server.runtime import PortInUse, check_port_free
 
@@ -87,6 +89,57 @@ def rank_sentences(plugin: plugin_harness.PluginProcess, credentials: dict) -> N
         print(f"   {score:.3f}  {sentence}")
 
 
+SPOKEN = "Triton serves speech, images and video to Dify."
+RECEIPT = ["TOTAL 42.50 EUR", "Thank you for shopping"]
+
+
+def speech_round_trip(plugin: plugin_harness.PluginProcess, credentials: dict) -> None:
+    base = {"provider": "triton_multimodal", "credentials": credentials}
+    started = time.perf_counter()
+    chunks = plugin.call("model", "invoke_tts", {**base, "model_type": "tts", "model": "text_to_speech",
+                                                   "content_text": SPOKEN, "voice": "", "tenant_id": "demo"})  # fmt: skip
+    audio = b"".join(bytes.fromhex(c["result"]) for c in chunks)
+    spoken = time.perf_counter() - started
+    [answer] = plugin.call("model", "invoke_speech2text", {**base, "model_type": "speech2text",
+                                                            "model": "speech_to_text", "file": audio.hex()})  # fmt: skip
+    print(f"   said:  {SPOKEN}\n   spoken as {len(chunks)} MP3 chunk(s), {len(audio)} bytes, in {spoken:.2f} s (Piper)")
+    print(f"   heard: {answer['result']}   (Whisper tiny.en, {time.perf_counter() - started - spoken:.2f} s)")
+
+
+def receipt_picture() -> bytes:
+    image = Image.new("RGB", (720, 200), "white")
+    draw = ImageDraw.Draw(image)
+    for row, line in enumerate(RECEIPT):
+        draw.text((30, 30 + 80 * row), line, fill="black", font=ImageFont.load_default(size=44))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def use_tools(package: Path, credentials: dict) -> None:
+    files = FilesServer()  # plays Dify's files endpoint, the only local URL the tools may fetch
+    try:
+        plugin_dir = plugin_harness.install(package, WORK / "tools", uv_cache=ROOT / ".cache" / "uv")
+        with plugin_harness.PluginProcess(plugin_dir, env={"INTERNAL_FILES_URL": files.base_url}) as tools:
+            tools.call(
+                "tool", "validate_tool_credentials", {"provider": "triton_multimodal_tools", "credentials": credentials}
+            )
+            image = files.add("receipt.png", receipt_picture(), "image/png")
+            run = tool_messages(tools, credentials, "ocr", {"images": [image]})
+            text = "".join(m["message"]["text"] for m in run if m["type"] == "text")
+            print(f"   ocr read: {text.replace(chr(10), ' | ')}")
+            run = tool_messages(tools, credentials, "triton_admin", {"action": "health"})
+            print(f"   triton_admin: {next(m['message']['text'] for m in run if m['type'] == 'text')}")
+    finally:
+        files.close()
+
+
+def tool_messages(plugin: plugin_harness.PluginProcess, credentials: dict, tool: str, parameters: dict) -> list[dict]:
+    data = {"provider": "triton_multimodal_tools", "tool": tool, "credentials": credentials,
+            "credential_type": "api-key", "tool_parameters": parameters}  # fmt: skip
+    return plugin.call("tool", "invoke_tool", data)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="MODEL=DIR")
@@ -100,23 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         grpc_port=_port(8001),
         metrics_port=_port(8002),
     )
-    print("== 1/4 serving the bundled model repository on an embedded Triton", flush=True)
+    print("== 1/5 serving the bundled model repository on an embedded Triton", flush=True)
     server = launch(options)
     try:
-        print("\n== 2/4 building the plugin packages", flush=True)
+        print("\n== 2/5 building the plugin packages", flush=True)
         packages = [build_plugin(p, ROOT / "dist") for p in discover_plugins(ROOT / "plugins")]
         for built in packages:
             print(f"   {built.path.relative_to(ROOT)}  {built.size} bytes  sha256={built.sha256[:16]}…")
-        print("\n== 3/4 installing the model provider as the Dify daemon does (uv, Python 3.12)", flush=True)
-        plugin_dir = plugin_harness.install(packages[0].path, WORK / "plugin", uv_cache=ROOT / ".cache" / "uv")
+        print("\n== 3/5 installing the model provider as the Dify daemon does (uv, Python 3.12)", flush=True)
+        by_name = {built.path.name.split("-")[0]: built.path for built in packages}
+        plugin_dir = plugin_harness.install(
+            by_name["triton_multimodal"], WORK / "plugin", uv_cache=ROOT / ".cache" / "uv"
+        )
         credentials = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
         with plugin_harness.PluginProcess(plugin_dir) as plugin:
-            plugin.call("model", "validate_provider_credentials", {"provider": "triton_multimodal", "credentials": credentials})
+            plugin.call(
+                "model", "validate_provider_credentials", {"provider": "triton_multimodal", "credentials": credentials}
+            )
             print("   provider credentials valid (server reachable, ready, model present, loaded, probe answered)")
-            print("\n== 4/4 asking about a picture", flush=True)
+            print("\n== 4/5 asking about a picture", flush=True)
             stream_answer(plugin, credentials, demo_picture())
             print("\n== and ranking sentences with the text-embedding model (real all-MiniLM-L6-v2 weights)")
             rank_sentences(plugin, credentials)
+            print("\n== and a round trip through speech: text to speech, then speech to text (real weights)")
+            speech_round_trip(plugin, credentials)
+        print("\n== 5/5 the workflow tools package: OCR of a picture, server health", flush=True)
+        use_tools(by_name["triton_multimodal_tools"], credentials)
         _point_dify_at()
         if args.keep_serving:
             return serve_foreground(server)
@@ -134,9 +196,11 @@ def _point_dify_at() -> None:
         --checkpoint chat=/models/SmolVLM-256M-Instruct     (omit --checkpoint: tiny test weights)
  2. Self-hosted Dify installs unsigned packages when the plugin_daemon has
     FORCE_VERIFYING_SIGNATURE=false (then recreate that container).
- 3. Plugins -> Install from local package: dist/triton_multimodal-0.1.0.difypkg
- 4. Settings -> Model Providers -> Triton Multimodal: server URL = Triton's HTTP endpoint as the
-    plugin daemon reaches it (gRPC endpoint: same host, port 8001, unless you set it).""",
+ 3. Plugins -> Install from local package: dist/triton_multimodal-0.1.0.difypkg (models) and
+    dist/triton_multimodal_tools-0.1.0.difypkg (workflow tools)
+ 4. Settings -> Model Providers -> Triton Multimodal, and Tools -> Triton Multimodal Tools:
+    server URL = Triton's HTTP endpoint as the plugin daemon reaches it (gRPC endpoint: same
+    host, port 8001, unless you set it).""",
         flush=True,
     )
 

@@ -52,7 +52,10 @@ class ProtocolViolation(AssertionError):
 
 def python312() -> str:
     """A Python 3.12 interpreter, as the daemon's `uv venv --python 3.12` would pick."""
-    candidates = [shutil.which("python3.12"), *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12")))]
+    candidates = [
+        shutil.which("python3.12"),
+        *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.12*/bin/python3.12"))),
+    ]
     for candidate in candidates:
         if candidate and subprocess.run([candidate, "--version"], capture_output=True).returncode == 0:
             return candidate

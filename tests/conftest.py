@@ -23,7 +23,7 @@ import pytest
 
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin
-from tests.files_server import FilesServer
+from devtools.files_server import FilesServer
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
 from tritonmm_server.launch import LaunchOptions, ensure_tiny_model, plan_models

@@ -40,7 +40,16 @@ def test_media_are_referenced_by_index_and_sent_as_raw_bytes() -> None:
     png = fx.png()
     out = tensors([Message("user", (TextPart("compare"), image(png), image(png)))])
     wire = json.loads(out[contract.CHAT_MESSAGES.name][0])
-    assert wire == [{"role": "user", "content": [{"type": "text", "text": "compare"}, {"type": "image", "index": 0}, {"type": "image", "index": 1}]}]
+    assert wire == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "compare"},
+                {"type": "image", "index": 0},
+                {"type": "image", "index": 1},
+            ],
+        }
+    ]
     assert out[contract.CHAT_IMAGES.name] == (png, png)  # small PNGs travel unchanged
     assert contract.CHAT_VIDEOS.name not in out
 

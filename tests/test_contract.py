@@ -72,7 +72,9 @@ bad = {{k: v for k, v in hits.items() if len(v) != 1}}
 assert not bad, bad
 print(sorted(hits.items()))
 """
-    result = subprocess.run([str(package_dir / ".venv/bin/python"), "-c", script], cwd=package_dir, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(package_dir / ".venv/bin/python"), "-c", script], cwd=package_dir, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "InvalidInput', ['InvokeBadRequestError']" in result.stdout
     assert "RequestTimeout', ['InvokeConnectionError']" in result.stdout
@@ -122,8 +124,13 @@ def test_contract_page_names_every_tensor_and_key() -> None:
 
 def test_config_mismatch_names_the_tensor() -> None:
     good = {
-        "input": [{"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims), "optional": s.optional} for s in contract.RERANK_INPUTS],
-        "output": [{"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims)} for s in contract.RERANK_OUTPUTS],
+        "input": [
+            {"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims), "optional": s.optional}
+            for s in contract.RERANK_INPUTS
+        ],
+        "output": [
+            {"name": s.name, "data_type": s.triton_dtype, "dims": list(s.dims)} for s in contract.RERANK_OUTPUTS
+        ],
     }
     assert contract.config_mismatch(good, contract.RERANK_INPUTS, contract.RERANK_OUTPUTS) is None
     good["output"][0]["data_type"] = "TYPE_FP16"

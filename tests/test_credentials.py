@@ -52,7 +52,13 @@ def test_schema_comes_from_the_triton_config(plugin: PluginProcess, credentials:
 
 def test_step_server_unreachable(plugin: PluginProcess) -> None:
     url = f"http://127.0.0.1:{free_ports(1)[0]}"
-    expect_step(plugin, {"server_url": url, "connect_timeout": "2"}, "chat", "step 1/5 'server reachable'", url.removeprefix("http://"))
+    expect_step(
+        plugin,
+        {"server_url": url, "connect_timeout": "2"},
+        "chat",
+        "step 1/5 'server reachable'",
+        url.removeprefix("http://"),
+    )
 
 
 def test_step_model_missing(plugin: PluginProcess, credentials: dict) -> None:
@@ -70,9 +76,17 @@ def test_step_probe_failed(plugin: PluginProcess, credentials: dict) -> None:
 
 def test_step_server_not_ready(plugin: PluginProcess, tmp_path) -> None:
     # Strict readiness: a model that failed to load makes the whole server "not ready".
-    server = TritonServer(WORK / "repository", models=["refuses"], strict_readiness=True, log_path=tmp_path / "strict.log", exit_timeout_s=2)
+    server = TritonServer(
+        WORK / "repository",
+        models=["refuses"],
+        strict_readiness=True,
+        log_path=tmp_path / "strict.log",
+        exit_timeout_s=2,
+    )
     with server:
-        request = urllib.request.Request(f"{server.http_url}/v2/repository/models/broken/load", data=b"{}", method="POST")
+        request = urllib.request.Request(
+            f"{server.http_url}/v2/repository/models/broken/load", data=b"{}", method="POST"
+        )
         with pytest.raises(urllib.error.HTTPError) as load:
             urllib.request.urlopen(request, timeout=60)
         assert BROKEN_MESSAGE in load.value.read().decode()

@@ -18,7 +18,12 @@ ARCHS = ["chat", "chat_llava"]
 
 
 def image_part(data: bytes, mime: str = "image/png") -> dict:
-    return {"type": "image", "format": mime.split("/")[1], "mime_type": mime, "base64_data": base64.b64encode(data).decode()}
+    return {
+        "type": "image",
+        "format": mime.split("/")[1],
+        "mime_type": mime,
+        "base64_data": base64.b64encode(data).decode(),
+    }
 
 
 def video_part(data: bytes) -> dict:
@@ -32,7 +37,15 @@ def user(*parts: dict, text: str = "What is in this picture?") -> list[dict]:
     ]
 
 
-def invoke(plugin: PluginProcess, credentials: dict, messages: list[dict], *, model: str = "chat", stream: bool = True, **params) -> list[dict]:
+def invoke(
+    plugin: PluginProcess,
+    credentials: dict,
+    messages: list[dict],
+    *,
+    model: str = "chat",
+    stream: bool = True,
+    **params,
+) -> list[dict]:
     data = {
         "provider": "triton_multimodal", "model_type": "llm", "model": model, "credentials": credentials,
         "prompt_messages": messages, "model_parameters": {"max_tokens": 12, "temperature": 0.8, **params},
@@ -74,7 +87,9 @@ def test_stream_one_image(plugin: PluginProcess, credentials: dict, model: str) 
 @pytest.mark.parametrize("model", ARCHS)
 def test_stream_two_images(plugin: PluginProcess, credentials: dict, model: str) -> None:
     one = final(invoke(plugin, credentials, user(image_part(fx.png())), model=model, max_tokens=1))["usage"]
-    chunks = invoke(plugin, credentials, user(image_part(fx.png()), image_part(fx.jpeg(80, 60), "image/jpeg")), model=model)
+    chunks = invoke(
+        plugin, credentials, user(image_part(fx.png()), image_part(fx.jpeg(80, 60), "image/jpeg")), model=model
+    )
     assert_streamed(chunks)
     assert final(chunks)["usage"]["prompt_tokens"] > one["prompt_tokens"]
 
@@ -158,7 +173,12 @@ def test_image_by_url(plugin: PluginProcess, credentials: dict) -> None:
 
 
 def test_unreachable_private_url_is_a_connection_error(plugin: PluginProcess, credentials: dict) -> None:
-    part = {"type": "image", "format": "png", "mime_type": "image/png", "url": f"http://127.0.0.1:{free_ports(1)[0]}/x.png"}
+    part = {
+        "type": "image",
+        "format": "png",
+        "mime_type": "image/png",
+        "url": f"http://127.0.0.1:{free_ports(1)[0]}/x.png",
+    }
     with pytest.raises(PluginError) as raised:
         invoke(plugin, {**credentials, "allow_private_urls": "true"}, user(part))
     assert raised.value.error_type == "InvokeConnectionError" and "cannot fetch" in raised.value.message
@@ -227,7 +247,14 @@ def test_read_timeout_between_tokens(plugin: PluginProcess, credentials: dict) -
 
 def test_num_tokens_counted_by_the_server(plugin: PluginProcess, credentials: dict) -> None:
     messages = user(image_part(fx.png()))
-    data = {"provider": "triton_multimodal", "model_type": "llm", "model": "chat", "credentials": credentials, "prompt_messages": messages, "tools": []}
+    data = {
+        "provider": "triton_multimodal",
+        "model_type": "llm",
+        "model": "chat",
+        "credentials": credentials,
+        "prompt_messages": messages,
+        "tools": [],
+    }
     [answer] = plugin.call("model", "get_llm_num_tokens", data)
     assert answer["num_tokens"] == final(invoke(plugin, credentials, messages, max_tokens=1))["usage"]["prompt_tokens"]
 
@@ -235,7 +262,9 @@ def test_num_tokens_counted_by_the_server(plugin: PluginProcess, credentials: di
 def test_server_stopped(plugin: PluginProcess, tmp_path) -> None:
     from tests.conftest import WORK
 
-    spare = TritonServer(WORK / "repository", models=["refuses"], log_path=tmp_path / "spare.log", exit_timeout_s=2).start()
+    spare = TritonServer(
+        WORK / "repository", models=["refuses"], log_path=tmp_path / "spare.log", exit_timeout_s=2
+    ).start()
     creds = {"server_url": spare.http_url, "grpc_endpoint": spare.grpc_url, "connect_timeout": "2"}
     spare.stop()
     with pytest.raises(PluginError) as raised:
@@ -255,7 +284,6 @@ def test_tokens_arrive_as_generated(plugin: PluginProcess, credentials: dict) ->
     arrivals = [m.at for m in plugin.stream("model", "invoke_llm", data)]
     assert len(arrivals) >= 2
     assert arrivals == sorted(arrivals) and arrivals[-1] > arrivals[0]
-
 
 
 def test_concurrent_streams_do_not_mix(plugin: PluginProcess, credentials: dict) -> None:

@@ -376,9 +376,7 @@ def test_build_cli_prints_and_refuses_invalid_plugins(
     assert sorted(path.name for path in out.iterdir()) == ["fake_models-0.1.0.difypkg"]
 
 
-def test_validate_cli_exit_status(
-    model_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_validate_cli_exit_status(model_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = build_packages.build_plugin(model_plugin, tmp_path / "out").path
     assert validate_package.main([str(good)]) == 0
     bad = rezip(good, tmp_path / "bad.difypkg", lambda z: z.writestr(".env", "SECRET=1\n"))
@@ -445,12 +443,8 @@ BREAKAGES = [
         "version '0.1' does not match",
         id="bad-version",
     ),
-    pytest.param(
-        _edit("manifest.yaml", "type: plugin", "type: bundle"), "type 'bundle' is not one of", id="type"
-    ),
-    pytest.param(
-        _edit("manifest.yaml", "[utilities]", "[utilities, robots]"), "unknown value(s) ['robots']", id="tag"
-    ),
+    pytest.param(_edit("manifest.yaml", "type: plugin", "type: bundle"), "type 'bundle' is not one of", id="type"),
+    pytest.param(_edit("manifest.yaml", "[utilities]", "[utilities, robots]"), "unknown value(s) ['robots']", id="tag"),
     pytest.param(_edit("manifest.yaml", "arm64]", "riscv64]"), "unknown value(s) ['riscv64']", id="arch"),
     pytest.param(
         _edit("manifest.yaml", 'version: "3.12"', "version: 3.12"),
@@ -462,9 +456,7 @@ BREAKAGES = [
         "resource.memory must be an integer",
         id="memory",
     ),
-    pytest.param(
-        _edit("manifest.yaml", "T00:00:00Z", " 00:00:00"), "is not an RFC 3339 timestamp", id="created-at"
-    ),
+    pytest.param(_edit("manifest.yaml", "T00:00:00Z", " 00:00:00"), "is not an RFC 3339 timestamp", id="created-at"),
     pytest.param(
         _edit("manifest.yaml", "icon: icon.svg", "icon: logo.svg"),
         "icon 'logo.svg' is not a file under _assets/",
@@ -538,9 +530,7 @@ BREAKAGES = [
         "lists ['ghost']",
         id="position",
     ),
-    pytest.param(
-        _delete("provider/fake.py"), "provider_source names 'provider/fake.py'", id="provider-source"
-    ),
+    pytest.param(_delete("provider/fake.py"), "provider_source names 'provider/fake.py'", id="provider-source"),
     # model YAML
     pytest.param(
         _edit("models/llm/fake-chat.yaml", "vision, stream", "telepathy, stream"),
@@ -616,9 +606,7 @@ def test_oversize_package_is_refused(model_plugin: Path, tmp_path: Path) -> None
     assert "_assets/huge.bin" in problems[0]  # the largest files are named, like the daemon does
 
 
-def test_too_many_files_is_refused(
-    model_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_too_many_files_is_refused(model_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archive_checks, "MAX_FILES", len(EXPECTED_ENTRIES) - 1)
     problems = problems_of(model_plugin, tmp_path)
     assert len(problems) == 1 and f"{len(EXPECTED_ENTRIES)} files, over" in problems[0], problems

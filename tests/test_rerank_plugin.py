@@ -8,10 +8,24 @@ import pytest
 from devtools.plugin_harness import PluginError, PluginProcess
 
 QUERY = "A man is eating food."
-DOCS = ["A man is riding a horse.", "A man is eating a piece of bread.", "A monkey is playing drums.", "Someone eats a sandwich."]
+DOCS = [
+    "A man is riding a horse.",
+    "A man is eating a piece of bread.",
+    "A monkey is playing drums.",
+    "Someone eats a sandwich.",
+]
 
 
-def rerank(plugin: PluginProcess, credentials: dict, query: str, docs: list[str], *, model: str = "rerank", threshold: float = 0.0, top_n: int = 0) -> list[dict]:
+def rerank(
+    plugin: PluginProcess,
+    credentials: dict,
+    query: str,
+    docs: list[str],
+    *,
+    model: str = "rerank",
+    threshold: float = 0.0,
+    top_n: int = 0,
+) -> list[dict]:
     data = {"provider": "triton_multimodal", "model_type": "rerank", "model": model, "credentials": credentials,
             "query": query, "docs": docs, "score_threshold": threshold, "top_n": top_n}  # fmt: skip
     [answer] = plugin.call("model", "invoke_rerank", data)
@@ -57,7 +71,12 @@ def test_no_documents(plugin: PluginProcess, credentials: dict) -> None:
 
 
 def test_credentials(plugin: PluginProcess, credentials: dict) -> None:
-    data = {"provider": "triton_multimodal", "model_type": "rerank", "model": "rerank_cross", "credentials": credentials}
+    data = {
+        "provider": "triton_multimodal",
+        "model_type": "rerank",
+        "model": "rerank_cross",
+        "credentials": credentials,
+    }
     [answer] = plugin.call("model", "validate_model_credentials", data)
     assert answer["result"] is True
 

@@ -10,11 +10,11 @@ import av
 import pytest
 from PIL import Image
 
+from devtools.files_server import FilesServer, dify_file
 from devtools.plugin_harness import PluginError, PluginProcess
 from tests import media_fixtures as fx
 from tests.audio_fixtures import encode as encode_audio
 from tests.audio_fixtures import speech, word_error_rate
-from tests.files_server import FilesServer, dify_file
 from tests.test_ocr_engine import LINES, three_lines
 from tests.test_ocr_engine import encode as encode_image
 from tests.tool_runs import PROVIDER, run_tool
@@ -191,7 +191,10 @@ def test_loopback_urls_are_refused_before_any_request(
 
 
 BAD_FILES = {
-    "wrong type": (lambda s: s.add("fake.png", b"%PDF-1.7 not an image at all" * 10, "image/png"), "unrecognised content (declared image/png)"),
+    "wrong type": (
+        lambda s: s.add("fake.png", b"%PDF-1.7 not an image at all" * 10, "image/png"),
+        "unrecognised content (declared image/png)",
+    ),
     "oversize": (lambda s: {**s.add("big.png", fx.png(), "image/png"), "size": 500 * 1024 * 1024}, "cap"),
     "expired": (lambda s: (s.expired.add("old.png"), s.add("old.png", fx.png(), "image/png"))[1], "403"),
     "missing": (lambda s: dify_file(s.url("nope.png"), "nope.png", "image/png", 10), "404"),

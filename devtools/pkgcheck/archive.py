@@ -24,8 +24,7 @@ def check_archive(infos: Sequence[zipfile.ZipInfo]) -> Iterator[str]:
         name = info.filename
         if info.is_dir():
             yield (
-                f"{name}: directory entry; the daemon fails with 'read {name}: is a directory'"
-                f" [{R_ZIP}: files only]"
+                f"{name}: directory entry; the daemon fails with 'read {name}: is a directory' [{R_ZIP}: files only]"
             )
             continue
         sizes.append((info.file_size, name))
@@ -36,8 +35,7 @@ def check_archive(infos: Sequence[zipfile.ZipInfo]) -> Iterator[str]:
             yield f"{name}: unsafe path (absolute, '..' or backslash) [{R_ZIP}: ExtractTo rejects it]"
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             yield (
-                f"{name}: compression method {info.compress_type}"
-                f" (Go's archive/zip reads store/deflate only) [{R_ZIP}]"
+                f"{name}: compression method {info.compress_type} (Go's archive/zip reads store/deflate only) [{R_ZIP}]"
             )
         reason = _blocked_reason(name)
         if reason:
@@ -46,12 +44,7 @@ def check_archive(infos: Sequence[zipfile.ZipInfo]) -> Iterator[str]:
 
 
 def _unsafe_path(name: str) -> bool:
-    return (
-        name.startswith("/")
-        or re.match(r"[A-Za-z]:", name) is not None
-        or "\\" in name
-        or ".." in name.split("/")
-    )
+    return name.startswith("/") or re.match(r"[A-Za-z]:", name) is not None or "\\" in name or ".." in name.split("/")
 
 
 def _blocked_reason(name: str) -> str | None:
@@ -71,9 +64,6 @@ def _check_totals(sizes: list[tuple[int, str]]) -> Iterator[str]:
     total = sum(size for size, _ in sizes)
     if total > MAX_UNCOMPRESSED_BYTES:
         largest = ", ".join(f"{name} ({size} bytes)" for size, name in sorted(sizes, reverse=True)[:5])
-        yield (
-            f"package: {total} bytes uncompressed, over {MAX_UNCOMPRESSED_BYTES};"
-            f" largest: {largest} [{R_SIZE}]"
-        )
+        yield (f"package: {total} bytes uncompressed, over {MAX_UNCOMPRESSED_BYTES}; largest: {largest} [{R_SIZE}]")
     if len(sizes) > MAX_FILES:
         yield f"package: {len(sizes)} files, over {MAX_FILES} [{R_FILES}]"

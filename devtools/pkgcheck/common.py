@@ -25,9 +25,7 @@ R_BLOCKED = "§8.4 marketplace toolkit blocked artifacts"
 R_MANIFEST = "§1.6 daemon PluginDeclaration"
 R_IDENTITY = "§1.2/§9.3 daemon identity regex: lowercase only"
 R_PLUGINS = "§1.5 daemon Manifest(): every listed file is read"
-R_EXCLUSIVE = (
-    "§1.5/§9.1 daemon ManifestValidate: model and tool/endpoint/... cannot be provided at the same time"
-)
+R_EXCLUSIVE = "§1.5/§9.1 daemon ManifestValidate: model and tool/endpoint/... cannot be provided at the same time"
 R_ONE_PROVIDER = "§9.2 daemon keeps only one provider per category"
 R_ICON = "§1.8/§9.6 icons must be files under _assets/"
 R_DOCS = "§1.8/§8.4 README.md and PRIVACY.md"
@@ -91,9 +89,7 @@ class PackageView:
 
     def __init__(self, zf: zipfile.ZipFile) -> None:
         self._zf = zf
-        self.files: tuple[str, ...] = tuple(
-            sorted({info.filename for info in zf.infolist() if not info.is_dir()})
-        )
+        self.files: tuple[str, ...] = tuple(sorted({info.filename for info in zf.infolist() if not info.is_dir()}))
         self._file_set = frozenset(self.files)
 
     def has(self, path: str) -> bool:
@@ -208,9 +204,7 @@ def one_of(allowed: Collection[str]) -> Check:
     return check
 
 
-def items_in(
-    allowed: Collection[str] | None = None, *, min_items: int = 0, max_items: int | None = None
-) -> Check:
+def items_in(allowed: Collection[str] | None = None, *, min_items: int = 0, max_items: int | None = None) -> Check:
     def check(value: Any) -> str | None:
         if not isinstance(value, list):
             return f"must be a list, got {describe(value)}"

@@ -27,9 +27,7 @@ class Requirement:
         return ",".join(op + version for op, version in self.clauses)
 
 
-_REQUIREMENT_RE = re.compile(
-    r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[^\]]*\])?\s*(.*)", re.DOTALL
-)
+_REQUIREMENT_RE = re.compile(r"\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[[^\]]*\])?\s*(.*)", re.DOTALL)
 _CLAUSE_RE = re.compile(r"\s*(===|==|!=|~=|<=|>=|<|>)\s*([^\s,;]+)\s*")
 
 
@@ -141,14 +139,9 @@ def _missing_dependency_files(pkg: PackageView, skip: str) -> Iterator[str]:
             yield f"{name}: file is missing [{R_DEPS}]"
 
 
-def _check_top_level(
-    top_level: list[Requirement], required: set[str], locked: dict[str, set[str]]
-) -> Iterator[str]:
+def _check_top_level(top_level: list[Requirement], required: set[str], locked: dict[str, set[str]]) -> Iterator[str]:
     if "dify-plugin" not in {r.key for r in top_level}:
-        yield (
-            "pyproject.toml: dependencies do not include dify_plugin"
-            " [§2.6 the plugin cannot start without the SDK]"
-        )
+        yield ("pyproject.toml: dependencies do not include dify_plugin [§2.6 the plugin cannot start without the SDK]")
     for requirement in top_level:
         if requirement.key not in required:
             yield (
@@ -162,15 +155,12 @@ def _check_top_level(
             )
 
 
-def _check_requirements_against_lock(
-    requirements: list[Requirement], locked: dict[str, set[str]]
-) -> Iterator[str]:
+def _check_requirements_against_lock(requirements: list[Requirement], locked: dict[str, set[str]]) -> Iterator[str]:
     for requirement in requirements:
         versions = locked.get(requirement.key)
         if versions is None:
             yield (
-                f"requirements.txt: {requirement.name!r} is not in uv.lock"
-                f" (the two install paths differ) [{R_DEPS}]"
+                f"requirements.txt: {requirement.name!r} is not in uv.lock (the two install paths differ) [{R_DEPS}]"
             )
         elif not any(satisfies(version, requirement.clauses) is not False for version in versions):
             yield (

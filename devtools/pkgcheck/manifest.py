@@ -136,8 +136,7 @@ def _check_plugin_lists(pkg: PackageView, manifest: dict[str, Any]) -> Iterator[
         yield from files_exist(pkg, manifest, f"plugins.{category}", MANIFEST, R_PLUGINS)
         if category in SINGLE_PROVIDER_CATEGORIES and len(entries) > 1:
             yield (
-                f"{MANIFEST}: plugins.{category} lists {len(entries)} providers,"
-                f" at most one works [{R_ONE_PROVIDER}]"
+                f"{MANIFEST}: plugins.{category} lists {len(entries)} providers, at most one works [{R_ONE_PROVIDER}]"
             )
     if not any(declared.values()):
         yield f"{MANIFEST}: plugins declares nothing [§1.5 daemon ManifestValidate: at least one is required]"

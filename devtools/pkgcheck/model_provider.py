@@ -51,9 +51,7 @@ PARAMETER_TYPES = frozenset({"float", "int", "string", "boolean", "text"})
 
 def features(value: Any) -> str | None:
     if isinstance(value, list) and "polling" in value:
-        return (
-            "contains 'polling', which Dify <= 1.14 rejects (HTTP 400 on install, dify-official-plugins#3356)"
-        )
+        return "contains 'polling', which Dify <= 1.14 rejects (HTTP 400 on install, dify-official-plugins#3356)"
     return items_in(MODEL_FEATURES)(value)
 
 
@@ -146,23 +144,19 @@ def _check_model_sections(pkg: PackageView, provider: dict[str, Any], where: str
             continue
         if model_type not in supported:
             yield (
-                f"{where}: models.{key} is declared but {model_type!r}"
-                f" is not in supported_model_types [{R_PROVIDER}]"
+                f"{where}: models.{key} is declared but {model_type!r} is not in supported_model_types [{R_PROVIDER}]"
             )
         if not isinstance(section, dict):
             yield f"{where}: models.{key} must be a mapping [{R_MODELS}]"
             continue
-        model_files, problems = _predefined_model_files(
-            pkg, section.get("predefined"), f"{where}: models.{key}"
-        )
+        model_files, problems = _predefined_model_files(pkg, section.get("predefined"), f"{where}: models.{key}")
         yield from problems
         predefined_total += len(model_files)
         names = yield from _check_model_files(pkg, model_files, model_type)
         yield from _check_position(pkg, section.get("position"), names, f"{where}: models.{key}.position")
     if "predefined-model" in list_or_empty(provider.get("configurate_methods")) and not predefined_total:
         yield (
-            f"{where}: configurate_methods has predefined-model"
-            f" but no predefined model YAML is declared [{R_MODELS}]"
+            f"{where}: configurate_methods has predefined-model but no predefined model YAML is declared [{R_MODELS}]"
         )
 
 
@@ -176,9 +170,7 @@ def _predefined_model_files(pkg: PackageView, patterns: Any, where: str) -> tupl
     problems = []
     for pattern in patterns:
         if "**" in pattern:
-            problems.append(
-                f"{where}.predefined {pattern!r}: Go filepath.Match has no recursive ** [{R_MODELS}]"
-            )
+            problems.append(f"{where}.predefined {pattern!r}: Go filepath.Match has no recursive ** [{R_MODELS}]")
         try:
             regex = go_glob_regex(pattern)
         except ValueError as exc:
@@ -191,9 +183,7 @@ def _predefined_model_files(pkg: PackageView, patterns: Any, where: str) -> tupl
     return sorted(matched), problems
 
 
-def _check_model_files(
-    pkg: PackageView, paths: list[str], model_type: str
-) -> Generator[str, None, set[str] | None]:
+def _check_model_files(pkg: PackageView, paths: list[str], model_type: str) -> Generator[str, None, set[str] | None]:
     """Check each model YAML; return (as the generator's value) the model names declared.
 
     None instead of a set when some YAML could not be parsed: its name is then unknown, and the
@@ -225,9 +215,7 @@ def check_model_yaml(doc: dict[str, Any], where: str, expected_type: str) -> Ite
     if model_type == "llm" and isinstance(doc.get("model_properties"), dict):
         yield from check_fields(doc, LLM_PROPERTY_FIELDS, where)
     for index, rule in enumerate(list_or_empty(doc.get("parameter_rules"))):
-        table = (
-            TEMPLATE_RULE_FIELDS if isinstance(rule, dict) and "use_template" in rule else CUSTOM_RULE_FIELDS
-        )
+        table = TEMPLATE_RULE_FIELDS if isinstance(rule, dict) and "use_template" in rule else CUSTOM_RULE_FIELDS
         yield from check_fields(rule, table, where, f"parameter_rules[{index}].")
 
 
