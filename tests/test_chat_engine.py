@@ -284,8 +284,8 @@ def test_control_tokens_in_text_stay_text(engine: ChatEngine) -> None:
 @pytest.mark.parametrize(
     ("messages", "images", "videos", "message"),
     [
-        (user(IMAGE_0, "Hi"), [b"\x89PNG but not really"], [], "image 0: cannot identify image file"),
-        (user(IMAGE_0, "Hi"), [png()[:60]], [], "image 0: cannot decode image"),
+        (user(IMAGE_0, "Hi"), [b"\x89PNG but not really"], [], "image 0: not an image file PIL can read"),
+        (user(IMAGE_0, "Hi"), [png()[:60]], [], "image 0: cannot decode the image"),
         (user(VIDEO_0, "Hi"), [], [b"this is not a video" * 20], "video 0: cannot decode video"),
         (user(IMAGE_1, "Hi"), [png()], [], "image index 1 is out of range: the request has 1 image"),
         (user(VIDEO_0, "Hi"), [], [], "video index 0 is out of range"),

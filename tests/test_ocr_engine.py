@@ -14,7 +14,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from tests import media_fixtures as fx
 from tritonmm_server.errors import InputError
-from tritonmm_server.ocr_engine import OcrEngine, OcrLine, decode_image, reading_order
+from tritonmm_server.image_decode import decode_image
+from tritonmm_server.ocr_engine import OcrEngine, OcrLine, reading_order
 
 pytest.importorskip("rapidocr", reason="pip install -r tritonmm_server/requirements.txt (rapidocr, onnxruntime)")
 
@@ -125,8 +126,8 @@ def test_transparent_png_text_is_read(engine: OcrEngine) -> None:
 @pytest.mark.parametrize(
     ("data", "fragment"),
     [
-        (b"", "IMAGE is empty"),
-        (b"this is not an image at all, just some text", "are not an image"),
+        (b"", r"IMAGE: the image is empty \(0 bytes\)"),
+        (b"this is not an image at all, just some text", "IMAGE: not an image file"),
         (fx.png()[:60] + b"\0garbage" * 40, "corrupt PNG data"),
         (fx.bomb_png(), "decompression bomb"),
     ],
@@ -138,7 +139,7 @@ def test_bad_bytes_raise_input_error(engine: OcrEngine, data: bytes, fragment: s
 
 
 def test_decode_image_flattens_to_rgb() -> None:
-    image = decode_image(encode(Image.new("LA", (8, 4), (0, 0))))
+    image = decode_image(encode(Image.new("LA", (8, 4), (0, 0))), "IMAGE")
     assert (image.mode, image.size) == ("RGB", (8, 4))
     assert image.getpixel((0, 0)) == (255, 255, 255)  # transparent becomes white
 

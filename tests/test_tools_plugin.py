@@ -15,6 +15,7 @@ from devtools.plugin_harness import PluginError, PluginProcess
 from tests import media_fixtures as fx
 from tests.audio_fixtures import encode as encode_audio
 from tests.audio_fixtures import speech, word_error_rate
+from tests.conftest import WORK
 from tests.test_ocr_engine import LINES, three_lines
 from tests.test_ocr_engine import encode as encode_image
 from tests.tool_runs import PROVIDER, run_tool
@@ -235,3 +236,21 @@ def _still_serving(plugin: PluginProcess, creds: dict, files_server: FilesServer
     assert plugin.alive()
     image = files_server.add("ok.png", encode_image(three_lines()), "image/png")
     assert run_tool(plugin, creds, "ocr", {"images": [image]}).text.splitlines() == LINES
+
+
+def test_api_key_header_opens_triton_restricted_apis(
+    tools_plugin: PluginProcess, triton: TritonServer, tmp_path
+) -> None:
+    # Triton's own API-key mechanism: the statistics API answers only with the header.
+    restricted = ["--http-restricted-api=statistics:x-api-key=s3cret"]
+    server = TritonServer(WORK / "repository", models=["echo_bytes"], log_path=tmp_path / "restricted.log",
+                          exit_timeout_s=2, extra_args=restricted)  # fmt: skip
+    with server:
+        creds = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
+        parameters = {"action": "statistics", "model": "echo_bytes"}
+        with pytest.raises(PluginError) as raised:
+            run_tool(tools_plugin, creds, "triton_admin", parameters)
+        assert raised.value.error_type == "Unauthorized" and "expecting header 'x-api-key'" in raised.value.message
+        keyed = {**creds, "api_key": "s3cret", "api_key_header": "X-API-Key"}
+        stats = run_tool(tools_plugin, keyed, "triton_admin", parameters).jsons[0]["result"]
+        assert stats[0]["model"] == "echo_bytes"

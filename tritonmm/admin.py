@@ -35,7 +35,7 @@ SUMMARY_METRICS = (
     "nv_cpu_utilization",
     "nv_cpu_memory_used_bytes",
 )
-_SAMPLE = re.compile(r'^(\w+)(?:\{([^}]*)\})?\s+([-+0-9.eEinfNa]+)$')
+_SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})?\s+([-+0-9.eEinfNa]+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -114,7 +114,9 @@ def metrics_summary(settings: ServerSettings, url: str) -> dict[str, dict[str, f
         if not match or match.group(1) not in SUMMARY_METRICS:
             continue
         labels = dict(_LABEL.findall(match.group(2) or ""))
-        key = ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k in ("model", "version", "gpu_uuid")) or "total"
+        key = (
+            ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k in ("model", "version", "gpu_uuid")) or "total"
+        )
         summary.setdefault(match.group(1), {})[key] = float(match.group(3))
     return summary
 

@@ -30,7 +30,9 @@ def infer_rows(
     batch = caps.max_batch_size or DEFAULT_BATCH
     merged: dict[str, list] = {name: [] for name in outputs}
     for start in range(0, rows, batch):
-        inputs = [InputTensor(spec, tuple(values[start : start + batch]), batched=True) for spec, values in columns.items()]
+        inputs = [
+            InputTensor(spec, tuple(values[start : start + batch]), batched=True) for spec, values in columns.items()
+        ]
         answer = http.infer(model, inputs, outputs)
         for name in outputs:
             merged[name].extend(answer[name])

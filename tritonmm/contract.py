@@ -11,8 +11,13 @@ stub (Python 3.11, torch) and inside the Dify plugin (Python 3.12, no torch).
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
+
+NumberT = TypeVar("NumberT", int, float)
 
 
 class Task(StrEnum):
@@ -270,8 +275,8 @@ class Capabilities:
         return cls(
             task=task,
             features=features,
-            context_size=_positive_int(params, KEY_CONTEXT_SIZE, 4096),
-            max_images=_positive_int(params, KEY_MAX_IMAGES, 8),
+            context_size=positive_parameter(params, KEY_CONTEXT_SIZE, 4096),
+            max_images=positive_parameter(params, KEY_MAX_IMAGES, 8),
             weights=params.get(KEY_WEIGHTS, "checkpoint"),
             asr_model=params.get(KEY_ASR_MODEL, "").strip(),
             languages=tuple(x.strip() for x in params.get(KEY_LANGUAGES, "").split(",") if x.strip()),
@@ -289,14 +294,26 @@ def _voices(raw: str) -> tuple[Voice, ...]:
         raise ValueError(f'{KEY_VOICES} must be a JSON list of {{"name", "language"}} objects: {exc}') from None
 
 
-def _positive_int(params: dict[str, str], key: str, default: int) -> int:
-    raw = params.get(key)
-    if raw is None or raw == "":
+def positive_parameter(
+    params: Mapping[str, str], key: str, default: NumberT | None = None, kind: type[NumberT] = int
+) -> NumberT:
+    """A positive ``int`` (or ``float``: ``kind``) parameter of the flat ``{key: string_value}`` form.
+
+    Absent or blank: ``default``, or, when that is None, a ValueError saying the
+    parameter is required. Raises ``ValueError`` naming the key when the value is
+    malformed or not positive.
+    """
+    raw = params.get(key) or ""
+    if not raw.strip():
+        if default is None:
+            raise ValueError(f"the model config has no '{key}' parameter")
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
+        if isinstance(value, float) and not math.isfinite(value):  # "inf", "nan"
+            raise ValueError(raw)
     except ValueError:
-        raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+        raise ValueError(f"{key} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{key} must be positive, got {value}")
     return value

@@ -78,7 +78,9 @@ def _require_in_repository(http: TritonHTTP, model: str) -> None:
         http.model_config(model)
         return
     if model not in names:
-        raise ModelNotFound(f"model '{model}' is not in the repository; models on this server: {', '.join(names) or '(none)'}")
+        raise ModelNotFound(
+            f"model '{model}' is not in the repository; models on this server: {', '.join(names) or '(none)'}"
+        )
 
 
 def _state(http: TritonHTTP, model: str) -> str:

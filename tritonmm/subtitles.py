@@ -17,7 +17,9 @@ def _clock(seconds: float, separator: str) -> str:
 
 def _cues(segments: Sequence[Segment]) -> list[tuple[float, float, str]]:
     """Non-empty cues in time order, each ending after it starts and not after the next one starts."""
-    cues = [(s.start, s.end, " ".join(s.text.split())) for s in sorted(segments, key=lambda s: s.start) if s.text.strip()]
+    cues = [
+        (s.start, s.end, " ".join(s.text.split())) for s in sorted(segments, key=lambda s: s.start) if s.text.strip()
+    ]
     fixed = []
     for i, (start, end, text) in enumerate(cues):
         if i + 1 < len(cues):

@@ -35,6 +35,7 @@ import numpy as np
 from tritonmm.contract import ASR_PARAMS, PARAM_LANGUAGE, PARAM_PROMPT
 from tritonmm_server.audio_decode import WHISPER_RATE, decode_audio
 from tritonmm_server.errors import InputError
+from tritonmm_server.request_params import params_object
 from tritonmm_server.whisper_checkpoint import CTRANSLATE2, WhisperCheckpoint, inspect_whisper
 
 __all__ = ["AsrEngine", "AsrOptions", "Cancelled", "Segment", "Transcript", "load_engine", "parse_options"]
@@ -79,24 +80,7 @@ class AsrOptions:
 
 def parse_options(raw: bytes | str | None) -> AsrOptions:
     """PARAMS_JSON as options; absent, empty or ``null`` values take the defaults."""
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{ASR_PARAMS.name} is not valid UTF-8: {exc}") from None
-    if raw is None or not raw.strip():
-        return AsrOptions()
-    try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{ASR_PARAMS.name} is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise InputError(f"{ASR_PARAMS.name} must be a JSON object, got {type(params).__name__}")
-    values = {key: value for key, value in params.items() if value is not None}
-    known = (PARAM_LANGUAGE, PARAM_PROMPT)
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise InputError(f"unknown parameter {unknown[0]!r}; known parameters: {', '.join(known)}")
+    values = params_object(raw, ASR_PARAMS, (PARAM_LANGUAGE, PARAM_PROMPT))
     for key, value in values.items():
         if not isinstance(value, str):
             raise InputError(f"{key} must be a string, got {type(value).__name__}")

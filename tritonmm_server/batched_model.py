@@ -16,7 +16,11 @@ This module holds what their ``model.py`` files would otherwise all spell out:
   the good requests at once in :meth:`~BatchedModel.compute`; the outputs are split
   back per request in order. Nothing is ever raised out of ``execute``;
 * :class:`UnbatchedModel`: the same ``execute`` contract for models that answer
-  each request on its own (:meth:`~UnbatchedModel.answer`).
+  each request on its own (:meth:`~UnbatchedModel.answer`);
+* the error responses every bundled model answers with (also used by the
+  decoupled models of :mod:`tritonmm_server.streaming_model`): :func:`error_response`,
+  :func:`input_error_response` (INVALID_ARG with the contract's prefix),
+  :func:`internal_error_response` (INTERNAL, logged) and :func:`cancelled_response`.
 
 Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
 """
@@ -30,31 +34,44 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonmm.contract import (
-    INVALID_INPUT_PREFIX,
-    TensorSpec,
-    config_mismatch,
-)
+from tritonmm.contract import INVALID_INPUT_PREFIX, TensorSpec
 from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import ModelSetup, read_setup
+from tritonmm_server.model_setup import ModelSetup, check_contract, read_setup
 
-__all__ = ["BatchedModel", "UnbatchedModel", "check_config", "error_response", "load_setup", "rows"]
+__all__ = [
+    "BatchedModel",
+    "UnbatchedModel",
+    "cancelled_response",
+    "check_config",
+    "error_response",
+    "input_error_response",
+    "internal_error_response",
+    "load_setup",
+    "rows",
+]
 
 ItemT = TypeVar("ItemT")
 
 
 def load_setup(
-    args: dict[str, str], kind: str, row: str | None, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]
+    args: dict[str, str],
+    kind: str,
+    row: str | None,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    needs_model_path: bool = True,
 ) -> ModelSetup:
     """Check the config against the contract and read its parameters.
 
     ``kind`` names the model in messages ("text-embedding"), ``row`` what one batch
-    row holds ("one text"), or None for a model that is not batched. Raises
-    ``TritonModelException``: the model does not load.
+    row holds ("one text"), or None for a model that is not batched;
+    ``needs_model_path`` as for :func:`~tritonmm_server.model_setup.read_setup`.
+    Raises ``TritonModelException``: the model does not load.
     """
     config = json.loads(args["model_config"])
     check_config(config, kind, row, inputs, outputs)
-    return read_setup(args["model_name"], config)
+    return read_setup(args["model_name"], config, needs_model_path=needs_model_path)
 
 
 def check_config(
@@ -72,9 +89,7 @@ def check_config(
         raise pb_utils.TritonModelException(f"the {kind} model must have max_batch_size 0: it is not batched")
     if row is not None and max_batch_size < 1:
         raise pb_utils.TritonModelException(f"the {kind} model needs max_batch_size >= 1: {row} per row")
-    problem = config_mismatch(config, inputs, outputs)
-    if problem:
-        raise pb_utils.TritonModelException(problem)
+    check_contract(config, inputs, outputs)
 
 
 def rows(request: Any, spec: TensorSpec) -> list[bytes] | None:
@@ -87,13 +102,19 @@ def error_response(message: str, code: int) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
 
 
-def _input_error(exc: InputError) -> Any:
+def input_error_response(exc: InputError) -> Any:
+    """INVALID_ARG for a bad request, with the prefix that tells the plugin it is the user's input."""
     return error_response(INVALID_INPUT_PREFIX + str(exc), pb_utils.TritonError.INVALID_ARG)
 
 
-def _internal_error(name: str, exc: Exception) -> Any:
+def internal_error_response(name: str, exc: Exception) -> Any:
+    """INTERNAL for anything else that went wrong, logged under the model's name."""
     pb_utils.Logger.log_error(f"{name}: request failed: {type(exc).__name__}: {exc}")
     return error_response(str(exc) or type(exc).__name__, pb_utils.TritonError.INTERNAL)
+
+
+def cancelled_response() -> Any:
+    return error_response("the request was cancelled", pb_utils.TritonError.CANCELLED)
 
 
 class BatchedModel(Generic[ItemT]):
@@ -120,9 +141,9 @@ class BatchedModel(Generic[ItemT]):
             try:
                 accepted.append((index, self.prepare(request)))
             except InputError as exc:
-                responses[index] = _input_error(exc)
+                responses[index] = input_error_response(exc)
             except Exception as exc:
-                responses[index] = _internal_error(self.name, exc)
+                responses[index] = internal_error_response(self.name, exc)
         if not accepted:
             return responses
         try:
@@ -134,7 +155,7 @@ class BatchedModel(Generic[ItemT]):
                 responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
                 start = stop
         except Exception as exc:
-            failure = _internal_error(self.name, exc)
+            failure = internal_error_response(self.name, exc)
             for index, _ in accepted:
                 responses[index] = failure
         return responses
@@ -162,9 +183,9 @@ class UnbatchedModel:
                 tensors = [pb_utils.Tensor(spec.name, array) for spec, array in self.answer(request).items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except InputError as exc:
-                responses.append(_input_error(exc))
+                responses.append(input_error_response(exc))
             except self.cancelled_errors:
-                responses.append(error_response("the request was cancelled", pb_utils.TritonError.CANCELLED))
+                responses.append(cancelled_response())
             except Exception as exc:
-                responses.append(_internal_error(self.name, exc))
+                responses.append(internal_error_response(self.name, exc))
         return responses

@@ -37,7 +37,7 @@ import wave
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jinja2
 import numpy as np
@@ -52,10 +52,11 @@ from transformers import (
 )
 
 from tritonmm.contract import CHAT_MESSAGES, KEY_ASR_MODEL, KEY_FEATURES, Feature
-from tritonmm.images import to_rgb
 from tritonmm_server.audio_decode import DEFAULT_MAX_SECONDS, WHISPER_RATE, AudioTooLong, decode_audio
-from tritonmm_server.chat_params import GenerationParams, is_int
+from tritonmm_server.chat_params import GenerationParams
 from tritonmm_server.errors import InputError
+from tritonmm_server.image_decode import decode_image
+from tritonmm_server.request_params import is_int
 from tritonmm_server.token_stream import END, Generation, Relay, Sampler
 from tritonmm_server.video_frames import sample_video_frames
 
@@ -67,6 +68,7 @@ _ZERO_WIDTH_SPACE = "\u200b"
 # Shorter clips give Qwen2-Audio's encoder fewer than two frames, which its
 # placeholder expansion cannot handle (it then fails inside generate).
 MIN_AUDIO_SECONDS = 0.1
+MediaT = TypeVar("MediaT")  # what one image, video or audio decodes to
 
 
 # --- messages ----------------------------------------------------------------
@@ -130,18 +132,8 @@ def _parse_part(where: str, raw: Any) -> _Part:
 # --- media -------------------------------------------------------------------
 
 
-def _decode_image(where: str, data: bytes) -> Image.Image:
-    if not data:
-        raise InputError(f"{where}: no data")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return to_rgb(img)
-    except Image.UnidentifiedImageError:
-        raise InputError(f"{where}: cannot identify image file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        # PIL reports truncated or corrupt data with these.
-        raise InputError(f"{where}: cannot decode image: {exc}") from None
+def _decode_image(index: int, data: bytes) -> Image.Image:
+    return decode_image(data, f"image {index}")
 
 
 # --- prepared request --------------------------------------------------------
@@ -242,9 +234,9 @@ class ChatEngine:
         """Validate and preprocess one request; raises InputError for a bad request."""
         messages = _parse_messages(messages_json)
         self._check_modalities(messages)
-        decoded_images = self._decode_images(messages, images)
-        decoded_videos = self._decode_videos(messages, videos)
-        decoded_audios = self._decode_audios(messages, audios)
+        decoded_images = self._decode_media(messages, "image", images, _decode_image)
+        decoded_videos = self._decode_media(messages, "video", videos, self._decode_video)
+        decoded_audios = self._decode_media(messages, "audio", audios, self._decode_audio)
         conversation = [self._to_hf_message(m, decoded_images, decoded_videos, decoded_audios) for m in messages]
         try:
             with self._preprocess_lock:
@@ -318,43 +310,25 @@ class ChatEngine:
             if kind in kinds and not self._sees_images:
                 raise InputError(f"model {self.name} does not take {kind} input ({arch} has no image processor)")
 
-    def _decode_images(self, messages: list[_Message], images: Sequence[bytes]) -> dict[int, Image.Image]:
-        refs = [p.index for m in messages for p in m.parts if p.kind == "image"]
+    def _decode_media(
+        self, messages: list[_Message], kind: str, blobs: Sequence[bytes], decode: Callable[[int, bytes], MediaT]
+    ) -> dict[int, MediaT]:
+        """Each ``kind`` ("image", "video", "audio") the messages refer to, decoded once, by index."""
+        refs = [p.index for m in messages for p in m.parts if p.kind == kind]
         if len(refs) > self._max_images:
-            raise InputError(f"too many images: {len(refs)} (this model takes at most {self._max_images})")
+            raise InputError(f"too many {kind}s: {len(refs)} (this model takes at most {self._max_images})")
         decoded = {}
         for index in dict.fromkeys(refs):
-            if index >= len(images):
-                raise InputError(f"image index {index} is out of range: the request has {len(images)} image(s)")
-            decoded[index] = _decode_image(f"image {index}", images[index])
+            if index >= len(blobs):
+                raise InputError(f"{kind} index {index} is out of range: the request has {len(blobs)} {kind}(s)")
+            decoded[index] = decode(index, blobs[index])
         return decoded
 
-    def _decode_videos(self, messages: list[_Message], videos: Sequence[bytes]) -> dict[int, list[Image.Image]]:
-        refs = [p.index for m in messages for p in m.parts if p.kind == "video"]
-        if len(refs) > self._max_images:
-            raise InputError(f"too many videos: {len(refs)} (this model takes at most {self._max_images})")
-        decoded = {}
-        for index in dict.fromkeys(refs):
-            if index >= len(videos):
-                raise InputError(f"video index {index} is out of range: the request has {len(videos)} video(s)")
-            try:
-                decoded[index] = sample_video_frames(
-                    videos[index], max_frames=self._video_max_frames, fps=self._video_fps
-                )
-            except ValueError as exc:
-                raise InputError(f"video {index}: {exc}") from None
-        return decoded
-
-    def _decode_audios(self, messages: list[_Message], audios: Sequence[bytes]) -> dict[int, np.ndarray]:
-        refs = [p.index for m in messages for p in m.parts if p.kind == "audio"]
-        if len(refs) > self._max_images:
-            raise InputError(f"too many audios: {len(refs)} (this model takes at most {self._max_images})")
-        decoded = {}
-        for index in dict.fromkeys(refs):
-            if index >= len(audios):
-                raise InputError(f"audio index {index} is out of range: the request has {len(audios)} audio(s)")
-            decoded[index] = self._decode_audio(index, audios[index])
-        return decoded
+    def _decode_video(self, index: int, data: bytes) -> list[Image.Image]:
+        try:
+            return sample_video_frames(data, max_frames=self._video_max_frames, fps=self._video_fps)
+        except ValueError as exc:
+            raise InputError(f"video {index}: {exc}") from None
 
     def _decode_audio(self, index: int, data: bytes) -> np.ndarray:
         too_long = (

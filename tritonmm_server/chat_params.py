@@ -6,7 +6,6 @@ parameters before a request reaches preprocessing.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from tritonmm.contract import (
     PARAM_TOP_P,
 )
 from tritonmm_server.errors import InputError
+from tritonmm_server.request_params import is_int, params_object
 
 MAX_STOP_SEQUENCES = 16
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes unsigned 64-bit seeds
@@ -39,27 +39,11 @@ class GenerationParams:
 
 def parse_params(raw_json: str | None) -> GenerationParams:
     """Parse and validate PARAMS_JSON; absent, empty or ``null`` values take the defaults."""
-    if raw_json is None or not raw_json.strip():
-        return GenerationParams()
-    try:
-        raw = json.loads(raw_json)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{CHAT_PARAMS.name} is not valid JSON: {exc}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{CHAT_PARAMS.name} must be a JSON object, got {type(raw).__name__}")
-    values = {k: v for k, v in raw.items() if v is not None}
-    unknown = sorted(set(values) - set(_PARAMS))
-    if unknown:
-        raise InputError(f"unknown parameter {unknown[0]!r}; known parameters: {', '.join(_PARAMS)}")
     fields = {}
-    for key, value in values.items():
+    for key, value in params_object(raw_json, CHAT_PARAMS, _PARAMS).items():
         name, validate = _PARAMS[key]
         fields[name] = validate(key, value)
     return GenerationParams(**fields)
-
-
-def is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:

@@ -277,7 +277,13 @@ def checkpoint_context_size(model_dir: Path, model: torch.nn.Module, tokenizer: 
     positions = getattr(model.config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
         limits.append(positions)
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _SENTINEL_LENGTH:
+    tokenizer_limit = tokenizer_window(tokenizer)
+    if tokenizer_limit is not None:
         limits.append(tokenizer_limit)
     return min(limits) if limits else _FALLBACK_CONTEXT
+
+
+def tokenizer_window(tokenizer: object) -> int | None:
+    """The tokenizer's ``model_max_length``, or None when it sets no limit."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < _SENTINEL_LENGTH else None

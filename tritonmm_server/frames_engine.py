@@ -22,7 +22,6 @@ Bad input (no video, not a video, no video stream, bad parameters) raises
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +36,10 @@ from tritonmm.contract import (
     PARAM_MODE,
     VIDEO_FILE,
     VIDEO_PARAMS,
+    positive_parameter,
 )
 from tritonmm_server.errors import InputError
+from tritonmm_server.request_params import is_int, params_object
 from tritonmm_server.video_frames import select_frames
 
 __all__ = ["ExtractedFrames", "FrameOptions", "extract_frames", "max_count", "parse_frame_options"]
@@ -70,16 +71,7 @@ class ExtractedFrames:
 
 def max_count(parameters: dict[str, str]) -> int:
     """The most frames one request may ask for: ``tmm.video_max_frames``, default 64; ValueError if malformed."""
-    raw = parameters.get(KEY_VIDEO_MAX_FRAMES, "").strip()
-    if not raw:
-        return MAX_COUNT
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{KEY_VIDEO_MAX_FRAMES} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{KEY_VIDEO_MAX_FRAMES} must be at least 1, got {value}")
-    return value
+    return positive_parameter(parameters, KEY_VIDEO_MAX_FRAMES, MAX_COUNT)
 
 
 def parse_frame_options(raw: bytes | str | None, *, most: int = MAX_COUNT) -> FrameOptions:
@@ -87,10 +79,7 @@ def parse_frame_options(raw: bytes | str | None, *, most: int = MAX_COUNT) -> Fr
 
     ``most`` is the model's limit on ``count``; the default count is capped at it too.
     """
-    values = _params_object(raw)
-    unknown = sorted(set(values) - set(_PARAM_KEYS))
-    if unknown:
-        raise InputError(f"unknown parameter {unknown[0]!r}; known parameters: {', '.join(_PARAM_KEYS)}")
+    values = params_object(raw, VIDEO_PARAMS, _PARAM_KEYS)
     mode = values.get(PARAM_MODE, FRAMES_UNIFORM)
     if mode not in MODES:
         raise InputError(f"{PARAM_MODE} must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
@@ -124,26 +113,8 @@ def _jpeg(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def _params_object(raw: bytes | str | None) -> dict[str, Any]:
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{VIDEO_PARAMS.name} is not valid UTF-8: {exc}") from None
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        params = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{VIDEO_PARAMS.name} is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise InputError(f"{VIDEO_PARAMS.name} must be a JSON object, got {type(params).__name__}")
-    return {key: value for key, value in params.items() if value is not None}
-
-
 def _int_in(values: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
     value = values.get(key, default)
-    # bool is an int in Python, but `"count": true` is a client bug, not 1.
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+    if not is_int(value) or not low <= value <= high:
         raise InputError(f"{key} must be an integer from {low} to {high}, got {value!r}")
     return value

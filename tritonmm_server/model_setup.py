@@ -2,20 +2,30 @@
 """What every bundled model's ``initialize`` reads from Triton's arguments.
 
 The ``tmm.*`` parameters, the checkpoint directory and the capabilities, checked
-once so that a wrong config fails the load with a message naming the key.
+once so that a wrong config fails the load with a message naming the key; the
+config's tensors checked against the contract (:func:`check_contract`).
 Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import triton_python_backend_utils as pb_utils
 from transformers.utils import logging as transformers_logging
 
-from tritonmm.contract import KEY_CONTEXT_SIZE, KEY_MODEL_PATH, Capabilities
+from tritonmm.contract import (
+    KEY_CONTEXT_SIZE,
+    KEY_MODEL_PATH,
+    Capabilities,
+    NumberT,
+    TensorSpec,
+    config_mismatch,
+    positive_parameter,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,16 @@ class ModelSetup:
     parameters: dict[str, str]  # the config's parameters as {key: string_value}
     model_path: str  # an existing directory; "" for a model whose weights ship inside its runtime package
     capabilities: Capabilities
+
+    def positive(self, key: str, default: NumberT | None = None, kind: type[NumberT] = int) -> NumberT:
+        """A positive ``int`` (or ``float``) ``tmm.*`` parameter; ``default`` when absent (None: required).
+
+        ``TritonModelException`` naming the key when it is missing or malformed.
+        """
+        try:
+            return positive_parameter(self.parameters, key, default, kind)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
 
 
 def read_setup(model_name: str, config: dict[str, Any], *, needs_model_path: bool = True) -> ModelSetup:
@@ -48,6 +68,35 @@ def read_setup(model_name: str, config: dict[str, Any], *, needs_model_path: boo
     capabilities = _capabilities(params)
     transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
     return ModelSetup(model_name, params, model_path, capabilities)
+
+
+class _Engine(Protocol):
+    def warm_up(self) -> None: ...
+
+
+EngineT = TypeVar("EngineT", bound=_Engine)
+
+
+def start_engine(setup: ModelSetup, build: Callable[[str], EngineT]) -> EngineT:
+    """``build(model_path)``, warmed up so that the first request does not pay for the start-up.
+
+    A ValueError from either step means a checkpoint this model cannot run (not a
+    dual encoder, a classifier with several labels, a window too small for the
+    special tokens, not a Whisper checkpoint): the load fails naming the directory.
+    """
+    try:
+        engine = build(setup.model_path)
+        engine.warm_up()
+    except ValueError as exc:
+        raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
+    return engine
+
+
+def check_contract(config: dict[str, Any], inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+    """Refuse to load with tensors that do not match the contract the plugin relies on."""
+    problem = config_mismatch(config, tuple(inputs), tuple(outputs))
+    if problem:
+        raise pb_utils.TritonModelException(problem)
 
 
 def _capabilities(params: dict[str, str]) -> Capabilities:

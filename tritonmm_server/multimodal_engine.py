@@ -43,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT, CONTENT_TYPES
-from tritonmm.images import to_rgb
-from tritonmm_server.embedding_engine import row_text
+from tritonmm_server.embedding_engine import row_text, tokenizer_window
 from tritonmm_server.errors import InputError
+from tritonmm_server.image_decode import decode_image
 
 __all__ = ["MultimodalEngine", "PreparedRow"]
 
@@ -57,7 +57,6 @@ __all__ = ["MultimodalEngine", "PreparedRow"]
 # (Triton's max_batch_size already bounds what one execute() gets).
 TEXT_CHUNK = 256
 IMAGE_CHUNK = 32
-_SENTINEL_LENGTH = 1_000_000  # tokenizers without a limit report int(1e30)
 # SigLIP's text tower pools the last position and was trained on texts padded to
 # the full window, so its texts must be padded that way; CLIP pools at the end token.
 _PAD_TO_WINDOW = ("siglip",)
@@ -274,26 +273,9 @@ class MultimodalEngine:
 
     def _decode(self, where: str, raw: str | bytes, *, draft_side: int | None = None) -> Image.Image:
         """An image file as an upright RGB image; InputError naming ``where`` otherwise."""
-        if isinstance(raw, str):
-            raise InputError(f"{where}: an image must be sent as the file's bytes, not as text")
-        data = bytes(raw)
-        if not data:
-            raise InputError(f"{where}: the image is empty (0 bytes)")
-        try:
-            with Image.open(io.BytesIO(data)) as opened:
-                # JPEG decodes at 1/2..1/8 scale when that still covers the tower's input: much faster.
-                side = draft_side or int(self._model.config.vision_config.image_size)
-                opened.draft("RGB", (side, side))
-                opened.load()
-                return to_rgb(ImageOps.exif_transpose(opened))
-        except UnidentifiedImageError:
-            raise InputError(
-                f"{where}: not an image file PIL can read (first bytes {data[:8]!r}); "
-                f"send PNG, JPEG, GIF, WebP, BMP or TIFF bytes, or use content type {CONTENT_TEXT!r}"
-            ) from None
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            # PIL reports truncated or corrupt data, and oversized images, with these.
-            raise InputError(f"{where}: cannot decode the image: {exc}") from None
+        # JPEG decodes at 1/2..1/8 scale when that still covers the tower's input: much faster.
+        side = draft_side or int(self._model.config.vision_config.image_size)
+        return decode_image(raw, where, draft_side=side, hint=f", or use content type {CONTENT_TEXT!r}")
 
 
 def _unit(features: object) -> np.ndarray:
@@ -325,8 +307,5 @@ def _content_type(row: int, raw: str | bytes) -> str:
 
 def _text_window(config: object, tokenizer: object) -> int:
     """The text tower's position table, or the tokenizer's limit when that is smaller."""
-    limits = [int(config.text_config.max_position_embeddings)]  # type: ignore[attr-defined]
-    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < _SENTINEL_LENGTH:
-        limits.append(tokenizer_limit)
-    return min(limits)
+    positions = int(config.text_config.max_position_embeddings)  # type: ignore[attr-defined]
+    return min(positions, tokenizer_window(tokenizer) or positions)

@@ -27,7 +27,6 @@ and gives empty text and no lines.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections.abc import Sequence
@@ -35,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw
 
 from tritonmm.images import to_rgb
-from tritonmm_server.errors import InputError
+from tritonmm_server.image_decode import decode_image
 
 # The plugin's own decompression-bomb limit (tritonmm.settings.MediaLimits.image_max_pixels):
 # anything the plugin lets through is read here too. RapidOCR scales the image to at
@@ -103,34 +102,6 @@ class OcrResult:
 
     def lines_json(self) -> str:
         return json.dumps([line.to_json() for line in self.lines], ensure_ascii=False)
-
-
-def decode_image(data: bytes, what: str = "IMAGE", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The image in ``data`` as upright RGB (EXIF orientation applied), or InputError."""
-    if not data:
-        raise InputError(f"{what} is empty (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size  # from the header: nothing decoded yet
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{what}: {exc} (decompression bomb guard)") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InputError(
-            f"{what}: the {len(data)} bytes sent are not an image (expected PNG, JPEG, WebP, GIF, BMP or TIFF "
-            f"file bytes; they start with {data[:8].hex(' ')})"
-        ) from None
-    if width * height > max_pixels:
-        raise InputError(
-            f"{what}: {width}x{height} is {width * height / 1e6:.0f} megapixels, above the "
-            f"{max_pixels / 1e6:.0f}-megapixel limit (decompression bomb guard)"
-        )
-    try:
-        image.load()
-        # exif_transpose reads the orientation tag and returns a rotated copy when needed.
-        image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{what}: corrupt {image.format or 'image'} data ({exc})") from None
-    return to_rgb(image)
 
 
 def reading_order(lines: Sequence[OcrLine], overlap: float = ROW_OVERLAP) -> list[list[OcrLine]]:
@@ -204,7 +175,7 @@ class OcrEngine:
 
     def read(self, data: bytes, what: str = "IMAGE") -> OcrResult:
         """OCR the image file in ``data``; InputError if it is not a readable image."""
-        return self.read_image(decode_image(data, what))
+        return self.read_image(decode_image(data, what, max_pixels=MAX_PIXELS))
 
     def read_image(self, image: Image.Image) -> OcrResult:
         rgb = to_rgb(image)

@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -103,6 +104,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SEED = 20261121
+BuiltT = TypeVar("BuiltT")
 CONTEXT_SIZE = 2048
 _BPE_VOCAB_SIZE = 512  # plus the special tokens
 
@@ -419,28 +421,27 @@ def _train_wordpiece() -> PreTrainedTokenizerFast:
     )
 
 
-def _build_bert_cross_encoder(dest: Path) -> None:
-    tokenizer = _train_wordpiece()
-    config = BertConfig(
+def _bert_config(tokenizer: PreTrainedTokenizerFast, **extra: object) -> BertConfig:
+    """The tiny BERT of both the cross-encoder and the sentence embedder."""
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=_CROSS_ENCODER_CONTEXT,
-        type_vocab_size=2,
-        num_labels=1,
         pad_token_id=tokenizer.pad_token_id,
-        # BERT's 0.02 gives every pair the same score to four digits; wider weights tell pairs apart.
+        # BERT's 0.02 gives every pair the same score to four digits, and every text
+        # nearly the same vector; wider weights tell them apart.
         initializer_range=0.2,
+        **extra,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = BertForSequenceClassification(config)
-    dest.mkdir(parents=True, exist_ok=True)
-    transformers_logging.disable_progress_bar()
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
+
+
+def _build_bert_cross_encoder(dest: Path) -> None:
+    tokenizer = _train_wordpiece()
+    config = _bert_config(tokenizer, type_vocab_size=2, num_labels=1)
+    _save(dest, _seeded(lambda: BertForSequenceClassification(config)), tokenizer)
 
 
 # --- the sentence embedder ---------------------------------------------------------------------
@@ -450,23 +451,9 @@ _EMBED_WINDOW = 128  # sentence_bert_config.json's max_seq_length, below the 512
 
 def _build_bert_embed(dest: Path) -> None:
     tokenizer = _train_wordpiece()
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=_CROSS_ENCODER_CONTEXT,
-        pad_token_id=tokenizer.pad_token_id,
-        initializer_range=0.2,  # as for the cross-encoder: 0.02 makes every text's vector nearly the same
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = BertModel(config, add_pooling_layer=False)  # sentence embedders mean-pool; no pooler weights
-    dest.mkdir(parents=True, exist_ok=True)
-    transformers_logging.disable_progress_bar()
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
+    config = _bert_config(tokenizer)
+    # Sentence embedders mean-pool: no pooler weights.
+    _save(dest, _seeded(lambda: BertModel(config, add_pooling_layer=False)), tokenizer)
     # The sentence-transformers layout of all-MiniLM-L6-v2: transformer, mean pooling, normalisation.
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -543,16 +530,11 @@ def _build_clip(dest: Path) -> None:
     config = CLIPConfig(
         text_config=text_config, vision_config=_vision_config(image_size, patch_size), projection_dim=32
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = CLIPModel(config)
+    model = _seeded(lambda: CLIPModel(config))
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    dest.mkdir(parents=True, exist_ok=True)
-    transformers_logging.disable_progress_bar()
-    model.save_pretrained(dest)
-    CLIPProcessor(image_processor, tokenizer).save_pretrained(dest)
+    _save(dest, model, CLIPProcessor(image_processor, tokenizer))
 
 
 # --- the speech recogniser ---------------------------------------------------------------------
@@ -626,9 +608,7 @@ def _build_whisper(dest: Path) -> None:
         eos_token_id=eot,
         pad_token_id=eot,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model = WhisperForConditionalGeneration(config)
+    model = _seeded(lambda: WhisperForConditionalGeneration(config))
     # Built explicitly, with _from_model_config=False: a generation config derived from
     # the model config loses lang_to_id and task_to_id when it is saved and reloaded.
     model.generation_config = GenerationConfig(
@@ -649,10 +629,7 @@ def _build_whisper(dest: Path) -> None:
         _from_model_config=False,
     )
     processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
-    dest.mkdir(parents=True, exist_ok=True)
-    transformers_logging.disable_progress_bar()
-    model.save_pretrained(dest)
-    processor.save_pretrained(dest)
+    _save(dest, model, processor)
 
 
 # Archs that are not chat models: built by a function of their own.
@@ -684,10 +661,7 @@ def build_tiny_model(arch: str, dest: Path) -> Path:
     if spec is None:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
     tokenizer = _train_tokenizer(spec)
-    # fork_rng keeps the caller's global RNG untouched while making the init reproducible.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        model, processor = spec.build(tokenizer, spec.chat_template)
+    model, processor = _seeded(lambda: spec.build(tokenizer, spec.chat_template))
     # An explicit generation config (not derived from the model config) so that
     # a reload sees exactly these ids.
     model.generation_config = GenerationConfig(
@@ -696,11 +670,26 @@ def build_tiny_model(arch: str, dest: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         _from_model_config=False,
     )
+    _save(dest, model, processor)
+    return dest
+
+
+def _seeded(build: Callable[[], BuiltT]) -> BuiltT:
+    """``build()`` with torch's RNG seeded: a reproducible init.
+
+    fork_rng keeps the caller's global RNG untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        return build()
+
+
+def _save(dest: Path, model: PreTrainedModel, processor: Any) -> None:
+    """Write the checkpoint directory: the model and its tokenizer or processor."""
     dest.mkdir(parents=True, exist_ok=True)
     transformers_logging.disable_progress_bar()  # a one-shard bar is noise in launcher output
     model.save_pretrained(dest)
     processor.save_pretrained(dest)
-    return dest
 
 
 def _dir_size(path: Path) -> int:

@@ -27,18 +27,14 @@ from tritonmm.contract import (
 from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
 from tritonmm_server.match_engine import MatchEngine, parse_labels
-from tritonmm_server.model_setup import warn_context_size
+from tritonmm_server.model_setup import start_engine, warn_context_size
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
         setup = load_setup(args, "image-text-match", None, MATCH_INPUTS, MATCH_OUTPUTS)
         self.name = setup.name
-        try:
-            self._engine = MatchEngine(setup.model_path)
-            self._engine.warm_up()
-        except ValueError as exc:  # not a dual encoder, or one without patch outputs (SigLIP)
-            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
+        self._engine = start_engine(setup, MatchEngine)  # refuses a dual encoder without patch outputs (SigLIP)
         clip = self._engine.clip
         warn_context_size(setup, clip.context_size)
         pb_utils.Logger.log_info(

@@ -26,7 +26,7 @@ from tritonmm.contract import (
 )
 from tritonmm_server.batched_model import BatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import warn_context_size
+from tritonmm_server.model_setup import start_engine, warn_context_size
 from tritonmm_server.multimodal_engine import MultimodalEngine, PreparedRow
 
 
@@ -34,11 +34,7 @@ class TritonPythonModel(BatchedModel[PreparedRow]):
     def initialize(self, args: dict[str, str]) -> None:
         setup = load_setup(args, "multimodal-embedding", "one text or image", MM_INPUTS, MM_OUTPUTS)
         self.name = setup.name
-        try:
-            self._engine = MultimodalEngine(setup.model_path)
-        except ValueError as exc:  # not a dual encoder
-            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
-        self._engine.warm_up()
+        self._engine = start_engine(setup, MultimodalEngine)
         warn_context_size(setup, self._engine.context_size)
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {setup.model_path} ({self._engine.architecture}, "

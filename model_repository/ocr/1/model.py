@@ -10,25 +10,21 @@ own INVALID_ARG response and the others in the same ``execute`` call are unaffec
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import OCR_IMAGE, OCR_INPUTS, OCR_LINES, OCR_OUTPUTS, OCR_TEXT, TensorSpec
-from tritonmm_server.batched_model import UnbatchedModel, check_config
+from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import read_setup
 from tritonmm_server.ocr_engine import OcrEngine
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        check_config(config, "OCR", None, OCR_INPUTS, OCR_OUTPUTS)
         # The weights are inside the rapidocr wheel: no checkpoint directory to read.
-        setup = read_setup(args["model_name"], config, needs_model_path=False)
+        setup = load_setup(args, "OCR", None, OCR_INPUTS, OCR_OUTPUTS, needs_model_path=False)
         self.name = setup.name
         try:
             self._engine = OcrEngine()
@@ -39,13 +35,12 @@ class TritonPythonModel(UnbatchedModel):
         pb_utils.Logger.log_info(f"{self.name}: loaded RapidOCR ({files})")
 
     def answer(self, request: Any) -> dict[TensorSpec, np.ndarray]:
-        tensor = pb_utils.get_input_tensor_by_name(request, OCR_IMAGE.name)
-        if tensor is None:
+        images = rows(request, OCR_IMAGE)
+        if images is None:
             raise InputError(f"{OCR_IMAGE.name} is required: the image file bytes")
-        images = tensor.as_numpy().reshape(-1)
-        if images.size != 1:
-            raise InputError(f"{OCR_IMAGE.name} takes exactly one image per request, got {images.size}")
-        result = self._engine.read(bytes(images[0]), OCR_IMAGE.name)
+        if len(images) != 1:
+            raise InputError(f"{OCR_IMAGE.name} takes exactly one image per request, got {len(images)}")
+        result = self._engine.read(images[0], OCR_IMAGE.name)
         return {
             OCR_TEXT: np.array([result.text.encode()], dtype=np.object_),
             OCR_LINES: np.array([result.lines_json().encode()], dtype=np.object_),

@@ -18,7 +18,7 @@ import triton_python_backend_utils as pb_utils
 from tritonmm.contract import RERANK_DOCUMENT, RERANK_INPUTS, RERANK_OUTPUTS, RERANK_QUERY, RERANK_SCORE, TensorSpec
 from tritonmm_server.batched_model import BatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import warn_context_size
+from tritonmm_server.model_setup import start_engine, warn_context_size
 from tritonmm_server.rerank_engine import PreparedPair, RerankEngine
 
 
@@ -26,11 +26,7 @@ class TritonPythonModel(BatchedModel[PreparedPair]):
     def initialize(self, args: dict[str, str]) -> None:
         setup = load_setup(args, "rerank", "one (query, document) pair", RERANK_INPUTS, RERANK_OUTPUTS)
         self.name = setup.name
-        try:
-            self._engine = RerankEngine(setup.model_path)
-        except ValueError as exc:  # e.g. a classifier with several labels
-            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
-        self._engine.warm_up()
+        self._engine = start_engine(setup, RerankEngine)
         warn_context_size(setup, self._engine.context_size)
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {setup.model_path} ({self._engine.architecture} {self._engine.method}, "

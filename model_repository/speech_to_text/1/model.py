@@ -29,6 +29,7 @@ from tritonmm.contract import (
 from tritonmm_server.asr_engine import Cancelled, load_engine, parse_options
 from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
+from tritonmm_server.model_setup import start_engine
 
 
 class TritonPythonModel(UnbatchedModel):
@@ -37,11 +38,7 @@ class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
         setup = load_setup(args, "speech-to-text", None, ASR_INPUTS, ASR_OUTPUTS)
         self.name = setup.name
-        try:
-            self._engine = load_engine(setup.model_path)
-        except ValueError as exc:  # not a Whisper checkpoint, or a broken one
-            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
-        self._engine.warm_up()
+        self._engine = start_engine(setup, load_engine)
         declared = setup.capabilities.languages
         if declared and set(declared) != set(self._engine.languages):
             # The plugin offers the declared list; a language missing here fails each request that picks it.

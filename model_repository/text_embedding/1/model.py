@@ -32,7 +32,7 @@ from tritonmm.contract import (
 from tritonmm_server.batched_model import BatchedModel, load_setup, rows
 from tritonmm_server.embedding_engine import EmbeddingEngine, TokenizedText
 from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import warn_context_size
+from tritonmm_server.model_setup import start_engine, warn_context_size
 
 
 class TritonPythonModel(BatchedModel[TokenizedText]):
@@ -45,16 +45,15 @@ class TritonPythonModel(BatchedModel[TokenizedText]):
             raise pb_utils.TritonModelException(
                 f"{KEY_LONG_INPUT} must be {LONG_INPUT_MEAN!r} or {LONG_INPUT_TRUNCATE!r}, got {long_input!r}"
             )
-        try:
-            self._engine = EmbeddingEngine(
-                setup.model_path,
+        self._engine = start_engine(
+            setup,
+            lambda path: EmbeddingEngine(
+                path,
                 query_prefix=params.get(KEY_QUERY_PREFIX, ""),
                 document_prefix=params.get(KEY_DOCUMENT_PREFIX, ""),
                 long_input=long_input,
-            )
-        except ValueError as exc:  # e.g. a window too small for the special tokens
-            raise pb_utils.TritonModelException(f"{setup.model_path}: {exc}") from None
-        self._engine.warm_up()
+            ),
+        )
         warn_context_size(setup, self._engine.context_size)
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {setup.model_path} ({self._engine.architecture}, "

@@ -9,7 +9,6 @@ others (``tritonmm_server.batched_model.UnbatchedModel``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -26,17 +25,15 @@ from tritonmm.contract import (
     VIDEO_TIMESTAMPS,
     TensorSpec,
 )
-from tritonmm_server.batched_model import UnbatchedModel, check_config, rows
+from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
 from tritonmm_server.errors import InputError
 from tritonmm_server.frames_engine import extract_frames, max_count, parse_frame_options
-from tritonmm_server.model_setup import read_setup
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        check_config(config, "video-frames", None, VIDEO_INPUTS, VIDEO_OUTPUTS)
-        setup = read_setup(args["model_name"], config, needs_model_path=False)  # no weights: PyAV only
+        # No weights: PyAV only.
+        setup = load_setup(args, "video-frames", None, VIDEO_INPUTS, VIDEO_OUTPUTS, needs_model_path=False)
         self.name = setup.name
         try:
             self._max_count = max_count(setup.parameters)
