@@ -27,8 +27,11 @@ from tritonmm.transport.errors import from_server_message, translated
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC servers (Triton included) answer pings more often than every 5 minutes without
+    # data with GOAWAY "too_many_pings", which kills a stream waiting on a slow first
+    # token. Dead connections are caught by the read-timeout watchdog instead.
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_permit_without_calls", 0),
 ]
 
 _channels: dict[str, grpc.Channel] = {}
