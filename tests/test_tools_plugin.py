@@ -133,8 +133,9 @@ def test_ask_video_streams_its_answer(tools_plugin: PluginProcess, creds: dict, 
 
 
 def test_admin_reports_and_controls_only_when_allowed(
-    tools_plugin: PluginProcess, creds: dict, triton: TritonServer
+    tools_plugin: PluginProcess, creds: dict, triton: TritonServer, files_server: FilesServer
 ) -> None:
+    _still_serving(tools_plugin, creds, files_server)  # at least one OCR request for the statistics
     health = run_tool(tools_plugin, creds, "triton_admin", {"action": "health"}).jsons[0]["result"]
     assert (
         health["live"]

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
-from tritonmm.errors import ConnectionFailed, InvalidInput, TritonMMError
+from tritonmm.errors import InvalidInput, TritonMMError
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import TritonHTTP
+from tritonmm.transport.http import metrics_text
 
 DEFAULT_METRICS_PORT = 8002
 # The Prometheus series worth a glance; everything else stays in the raw metrics.
@@ -102,14 +101,8 @@ def metrics_url(settings: ServerSettings, explicit: str = "") -> str:
 
 def metrics_summary(settings: ServerSettings, url: str) -> dict[str, dict[str, float]]:
     """``{metric: {label set or "total": value}}`` for the SUMMARY_METRICS series."""
-    try:
-        response = httpx.get(url, timeout=settings.timeouts.connect + 5, headers=dict(settings.headers))
-    except httpx.HTTPError as exc:
-        raise ConnectionFailed(f"cannot read Triton metrics at {url}: {exc}") from None
-    if response.status_code != 200:
-        raise ConnectionFailed(f"Triton metrics at {url} answered HTTP {response.status_code}")
     summary: dict[str, dict[str, float]] = {}
-    for line in response.text.splitlines():
+    for line in metrics_text(settings, url).splitlines():
         match = _SAMPLE.match(line.strip())
         if not match or match.group(1) not in SUMMARY_METRICS:
             continue

@@ -116,6 +116,15 @@ class TritonHTTP:
         return _decode_infer_response(response)
 
 
+def metrics_text(settings: ServerSettings, url: str) -> str:
+    """Triton's Prometheus metrics (another port than the HTTP API, so not the pooled client)."""
+    with translated(url, ""):
+        response = httpx.get(url, timeout=settings.timeouts.connect + 5, headers=dict(settings.headers))
+    if response.status_code != 200:
+        raise from_http_status(response.status_code, f"metrics at {url}: {_error_text(response)}", "")
+    return response.text
+
+
 def _decode_infer_response(response: httpx.Response) -> dict[str, list]:
     body = response.content
     head_len = int(response.headers.get("Inference-Header-Content-Length") or len(body))
