@@ -32,7 +32,8 @@ from tritonmm_server.runtime import TritonServer
 from tritonmm_server.tiny_models import FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".cache" / "tests"
+# TMM_TEST_WORK: another work folder, so that two checkouts or sessions can run the suite at once.
+WORK = Path(os.environ.get("TMM_TEST_WORK") or ROOT / ".cache" / "tests").resolve()
 BUNDLED = list_models(ROOT / "model_repository")
 COPIES = ["chat_llava", "chat_audio", "rerank_cross", "text_embedding_tiny"]
 FIXTURES = ["refuses", "midstream", "stalls", "echo_bytes", "echo_chat", "echo_chat_native", "echo_chat_no_asr"]
