@@ -25,7 +25,7 @@ from tritonmm.capabilities import model_capabilities
 from tritonmm.media import Modality
 from tritonmm.messages import MediaPart, Message, TextPart
 from tritonmm.settings import ServerSettings
-from tritonmm_server.launch import LaunchOptions, launch
+from tritonmm_server.ops.planning import LaunchOptions, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "bench"

@@ -29,7 +29,7 @@ from devtools.demo import demo_picture
 from tritonmm import contract, embedding, speech, speech_synthesis
 from tritonmm.capabilities import model_capabilities
 from tritonmm.settings import ServerSettings
-from tritonmm_server.launch import LaunchOptions, launch
+from tritonmm_server.ops.planning import LaunchOptions, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "bench"

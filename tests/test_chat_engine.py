@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
-from tritonmm_server.chat_engine import VIDEO_MARKER, ChatEngine
-from tritonmm_server.chat_params import GenerationParams, parse_params
-from tritonmm_server.errors import InputError
-from tritonmm_server.tiny_models import ARCHS, AUDIO_ARCHS, FEATURES, build_tiny_model
-from tritonmm_server.token_stream import Generation, TokenText
-from tritonmm_server.video_frames import sample_video_frames
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.chat.engine import VIDEO_MARKER, ChatEngine
+from tritonmm_server.engines.chat.params import GenerationParams, parse_params
+from tritonmm_server.engines.chat.token_stream import Generation, TokenText
+from tritonmm_server.media.video import sample_video_frames
+from tritonmm_server.tiny.build import ARCHS, AUDIO_ARCHS, FEATURES, build_tiny_model
 
 MAX_IMAGES = 4
 VIDEO_FPS = 1.0

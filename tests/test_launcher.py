@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from tritonmm_server.launch import EMBEDDING_PACKAGE, LaunchError, LaunchOptions, plan_models
-from tritonmm_server.repository import (
+from tritonmm_server.ops.planning import EMBEDDING_PACKAGE, LaunchError, LaunchOptions, plan_models
+from tritonmm_server.ops.repository import (
     MARKER_NAME,
     RepositoryError,
     model_parameters,
     render_repository,
     set_parameters,
 )
-from tritonmm_server.runtime import (
+from tritonmm_server.ops.server import (
     REPO_ROOT,
     SHM_DIR,
     ModelLoadError,

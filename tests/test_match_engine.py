@@ -11,9 +11,9 @@ from PIL import Image
 
 from tests.media_fixtures import bomb_png, jpeg, png
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT
-from tritonmm_server.errors import InputError
-from tritonmm_server.match_engine import HEATMAP_SIDE, MAX_LABELS, MatchEngine, parse_labels
-from tritonmm_server.tiny_models import build_tiny_model
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.match import HEATMAP_SIDE, MAX_LABELS, MatchEngine, parse_labels
+from tritonmm_server.tiny.build import build_tiny_model
 
 LABELS = ["a red square", "a blue disc", "a photo of a cat", "a gradient", "a dog"]
 

@@ -11,9 +11,9 @@ from PIL import Image, ImageOps
 
 from tests.media_fixtures import bomb_png, jpeg, png
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT
-from tritonmm_server.errors import InputError
-from tritonmm_server.multimodal_engine import MultimodalEngine
-from tritonmm_server.tiny_models import build_tiny_model
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.multimodal import MultimodalEngine
+from tritonmm_server.tiny.build import build_tiny_model
 
 TEXT, IMAGE = CONTENT_TEXT, CONTENT_IMAGE
 WINDOW, DIMENSIONS, GRID = 77, 32, 4  # the tiny build: CLIP's text window, 32 px images in 8 px patches

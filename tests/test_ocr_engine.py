@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from tests import media_fixtures as fx
-from tritonmm_server.errors import InputError
-from tritonmm_server.image_decode import decode_image
-from tritonmm_server.ocr_engine import OcrEngine, OcrLine, reading_order
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.ocr import OcrEngine, OcrLine, reading_order
+from tritonmm_server.media.image import decode_image
 
 pytest.importorskip("rapidocr", reason="pip install -r tritonmm_server/requirements.txt (rapidocr, onnxruntime)")
 

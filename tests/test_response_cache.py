@@ -13,7 +13,7 @@ from devtools.plugin_harness import PluginProcess
 from tests.media_fixtures import png
 from tritonmm.admin import metrics_summary
 from tritonmm.settings import ServerSettings
-from tritonmm_server.runtime import TritonServer
+from tritonmm_server.ops.server import TritonServer
 
 
 def _requests(fresh: str) -> dict[str, tuple[str, dict]]:

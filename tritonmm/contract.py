@@ -190,6 +190,10 @@ CHAT_PARAM_KEYS = (PARAM_MAX_TOKENS, PARAM_TEMPERATURE, PARAM_TOP_P, PARAM_TOP_K
 # prefix errors caused by the request itself; the plugin maps them to a
 # bad-request error instead of a server failure.
 INVALID_INPUT_PREFIX = "invalid input: "
+# A streaming model that already serves tmm.max_concurrent_requests requests answers
+# one more at once with an UNAVAILABLE error whose message starts with this: the
+# request was not started, and retrying later can succeed.
+BUSY_PREFIX = "busy: "
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
@@ -213,8 +217,15 @@ KEY_ASR_MODEL = "tmm.asr_model"
 KEY_LANGUAGES = "tmm.languages"  # speech models: comma-separated ISO 639-1 codes; empty = any
 # Text to speech: JSON list of {"name": str, "language": "en-US"}; the first is the default.
 KEY_VOICES = "tmm.voices"
+# Streaming models (chat, text to speech): requests served at once, each in a thread of its own.
+KEY_MAX_CONCURRENT_REQUESTS = "tmm.max_concurrent_requests"
 LONG_INPUT_MEAN = "mean"
 LONG_INPUT_TRUNCATE = "truncate"
+
+# The plugin's credential fields for the server's endpoints (its provider form), which the
+# launcher names when it says how to point Dify at a server it started.
+CRED_SERVER_URL = "server_url"
+CRED_GRPC_ENDPOINT = "grpc_endpoint"
 
 TASK_SPECS = {
     Task.CHAT: (CHAT_INPUTS, CHAT_OUTPUTS),

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the chat model: tensors in, one response per generated token out.
 
-All the work is in ``tritonmm_server.chat_engine`` and the modules beside it;
+All the work is in ``tritonmm_server.engines.chat.engine`` and the modules beside it;
 this file only adapts it to the decoupled python-backend API. Each request runs
 in its own thread, so one instance serves concurrent streams
-(``tritonmm_server.streaming_model.StreamingModel``).
+(``tritonmm_server.backend.streaming.StreamingModel``).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from tritonmm.contract import (
     KEY_VIDEO_MAX_FRAMES,
     Feature,
 )
-from tritonmm_server.batched_model import cancelled_response, rows
-from tritonmm_server.chat_engine import ChatEngine
-from tritonmm_server.chat_params import parse_params
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import warn_context_size
-from tritonmm_server.streaming_model import StreamingModel, load_setup, tensor, texts
+from tritonmm_server.backend.batched import cancelled_response, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import warn_context_size
+from tritonmm_server.backend.streaming import StreamingModel, load_setup, tensor, texts
+from tritonmm_server.engines.chat.engine import ChatEngine
+from tritonmm_server.engines.chat.params import parse_params
 
 
 class TritonPythonModel(StreamingModel):

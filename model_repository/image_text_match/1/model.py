@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the image-text match model: one image and its labels in, scores and a heat map out.
 
-All the work is in ``tritonmm_server.match_engine``; this file only adapts it to
+All the work is in ``tritonmm_server.engines.match``; this file only adapts it to
 the python-backend API. Not batched and not decoupled: each request gets one
 response, and a bad request gets its own INVALID_ARG error without affecting the
-others (``tritonmm_server.batched_model.UnbatchedModel``).
+others (``tritonmm_server.backend.batched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from tritonmm.contract import (
     MATCH_SIMILARITIES,
     TensorSpec,
 )
-from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
-from tritonmm_server.errors import InputError
-from tritonmm_server.match_engine import MatchEngine, parse_labels
-from tritonmm_server.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.engines.match import MatchEngine, parse_labels
 
 
 class TritonPythonModel(UnbatchedModel):

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the OCR model: one image file in, its text and text lines out.
 
-All the work is in ``tritonmm_server.ocr_engine``; this file only adapts it to the
+All the work is in ``tritonmm_server.engines.ocr``; this file only adapts it to the
 python-backend API. The model is not batched: each request carries one image and
 gets one response. Each request is answered on its own, so one bad image gets its
 own INVALID_ARG response and the others in the same ``execute`` call are unaffected
-(``tritonmm_server.batched_model.UnbatchedModel``).
+(``tritonmm_server.backend.batched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import OCR_IMAGE, OCR_INPUTS, OCR_LINES, OCR_OUTPUTS, OCR_TEXT, TensorSpec
-from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
-from tritonmm_server.errors import InputError
-from tritonmm_server.ocr_engine import OcrEngine
+from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.ocr import OcrEngine
 
 
 class TritonPythonModel(UnbatchedModel):

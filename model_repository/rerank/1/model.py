@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the rerank model: one (query, document) pair per batch row in, one score out.
 
-All the work is in ``tritonmm_server.rerank_engine``; this file only adapts it to
+All the work is in ``tritonmm_server.engines.rerank``; this file only adapts it to
 the python-backend API. Dynamic batching hands ``execute`` several requests at
 once: each is validated on its own (a bad one gets its own INVALID_ARG response),
 then the pairs of the good ones are scored together and split back in order
-(``tritonmm_server.batched_model``).
+(``tritonmm_server.backend.batched``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import RERANK_DOCUMENT, RERANK_INPUTS, RERANK_OUTPUTS, RERANK_QUERY, RERANK_SCORE, TensorSpec
-from tritonmm_server.batched_model import BatchedModel, load_setup, rows
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import start_engine, warn_context_size
-from tritonmm_server.rerank_engine import PreparedPair, RerankEngine
+from tritonmm_server.backend.batched import BatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.engines.rerank import PreparedPair, RerankEngine
 
 
 class TritonPythonModel(BatchedModel[PreparedPair]):

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the speech-to-text model: one audio file in, its transcript out.
 
-All the work is in ``tritonmm_server.asr_engine``; this file only adapts it to the
+All the work is in ``tritonmm_server.engines.asr``; this file only adapts it to the
 python-backend API. Not batched and not decoupled: each request gets one response,
 and a bad request gets its own INVALID_ARG error without affecting the others
-(``tritonmm_server.batched_model.UnbatchedModel``).
+(``tritonmm_server.backend.batched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from tritonmm.contract import (
     KEY_LANGUAGES,
     TensorSpec,
 )
-from tritonmm_server.asr_engine import Cancelled, load_engine, parse_options
-from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import start_engine
+from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import start_engine
+from tritonmm_server.engines.asr import Cancelled, load_engine, parse_options
 
 
 class TritonPythonModel(UnbatchedModel):

@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the text-embedding model: one text per batch row in, one vector out.
 
-All the work is in ``tritonmm_server.embedding_engine``; this file only adapts it
+All the work is in ``tritonmm_server.engines.embedding``; this file only adapts it
 to the python-backend API. Dynamic batching hands ``execute`` several requests at
 once: each is validated on its own (a bad one gets its own INVALID_ARG response),
 then the rows of the good ones share one forward pass and are split back in order
-(``tritonmm_server.batched_model``).
+(``tritonmm_server.backend.batched``).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from tritonmm.contract import (
     LONG_INPUT_TRUNCATE,
     TensorSpec,
 )
-from tritonmm_server.batched_model import BatchedModel, load_setup, rows
-from tritonmm_server.embedding_engine import EmbeddingEngine, TokenizedText
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.batched import BatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.engines.embedding import EmbeddingEngine, TokenizedText
 
 
 class TritonPythonModel(BatchedModel[TokenizedText]):

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the text-to-speech model: text in, one response per sentence of audio out.
 
-All the work is in ``tritonmm_server.tts_engine``; this file only adapts it to the
+All the work is in ``tritonmm_server.engines.tts``; this file only adapts it to the
 decoupled python-backend API. Each request runs in its own thread, so one
-instance serves concurrent requests (``tritonmm_server.streaming_model.StreamingModel``).
+instance serves concurrent requests (``tritonmm_server.backend.streaming.StreamingModel``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from tritonmm.contract import (
     TTS_VOICE,
     TensorSpec,
 )
-from tritonmm_server.batched_model import cancelled_response
-from tritonmm_server.errors import InputError
-from tritonmm_server.piper_voices import VoiceDirError
-from tritonmm_server.streaming_model import StreamingModel, load_setup, tensor, texts
-from tritonmm_server.tts_engine import KEY_MAX_TEXT_CHARS, KEY_MP3_KBPS, MAX_TEXT_CHARS, MP3_KBPS, TtsEngine
+from tritonmm_server.backend.batched import cancelled_response
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.streaming import StreamingModel, load_setup, tensor, texts
+from tritonmm_server.checkpoints.piper import VoiceDirError
+from tritonmm_server.engines.tts import KEY_MAX_TEXT_CHARS, KEY_MP3_KBPS, MAX_TEXT_CHARS, MP3_KBPS, TtsEngine
 
 
 class TritonPythonModel(StreamingModel):

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Triton side of the video-frames model: one video file in, JPEG frames and their times out.
 
-All the work is in ``tritonmm_server.frames_engine``; this file only adapts it to
+All the work is in ``tritonmm_server.engines.frames``; this file only adapts it to
 the python-backend API. Not batched and not decoupled: each request gets one
 response, and a bad request gets its own INVALID_ARG error without affecting the
-others (``tritonmm_server.batched_model.UnbatchedModel``).
+others (``tritonmm_server.backend.batched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from tritonmm.contract import (
     VIDEO_TIMESTAMPS,
     TensorSpec,
 )
-from tritonmm_server.batched_model import UnbatchedModel, load_setup, rows
-from tritonmm_server.errors import InputError
-from tritonmm_server.frames_engine import extract_frames, max_count, parse_frame_options
+from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.frames import extract_frames, max_count, parse_frame_options
 
 
 class TritonPythonModel(UnbatchedModel):

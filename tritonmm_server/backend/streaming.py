@@ -17,8 +17,8 @@ files would otherwise both spell out:
   up to :data:`FINALIZE_WAIT_S` for the requests still running;
 * :func:`texts` and :func:`tensor`: a request's strings, a one-value output tensor.
 
-The error responses and :func:`~tritonmm_server.batched_model.rows` are those of
-:mod:`tritonmm_server.batched_model`. Importable only inside the python-backend
+The error responses and :func:`~tritonmm_server.backend.batched.rows` are those of
+:mod:`tritonmm_server.backend.batched`. Importable only inside the python-backend
 stub (it needs ``triton_python_backend_utils``).
 """
 
@@ -33,15 +33,15 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import TensorSpec
-from tritonmm_server.batched_model import (
+from tritonmm_server.backend.batched import (
     cancelled_response,
     error_response,
     input_error_response,
     internal_error_response,
     rows,
 )
-from tritonmm_server.errors import InputError
-from tritonmm_server.model_setup import ModelSetup, check_contract, read_setup
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import ModelSetup, check_contract, read_setup
 
 __all__ = ["FINALIZE_WAIT_S", "StreamingModel", "load_setup", "tensor", "texts"]
 

@@ -3,7 +3,7 @@
 
 Plain Python (no Triton imports) so that it can be tested without a server:
 ``model_repository/video_frames/1/model.py`` only moves tensors in and out of it.
-No weights: the decoding is :func:`tritonmm_server.video_frames.select_frames`
+No weights: the decoding is :func:`tritonmm_server.media.video.select_frames`
 (PyAV); this module reads the request's parameters, names the video in errors and
 encodes the frames as JPEG.
 
@@ -16,7 +16,7 @@ Two modes (``mode`` in PARAMS_JSON):
   video encoded with one long GOP has a single keyframe and gets a single frame.
 
 Bad input (no video, not a video, no video stream, bad parameters) raises
-:class:`~tritonmm_server.errors.InputError` with a message fit for the end user.
+:class:`~tritonmm_server.backend.errors.InputError` with a message fit for the end user.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from tritonmm.contract import (
     VIDEO_PARAMS,
     positive_parameter,
 )
-from tritonmm_server.errors import InputError
-from tritonmm_server.request_params import is_int, params_object
-from tritonmm_server.video_frames import select_frames
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.request_params import is_int, params_object
+from tritonmm_server.media.video import select_frames
 
 __all__ = ["ExtractedFrames", "FrameOptions", "extract_frames", "max_count", "parse_frame_options"]
 

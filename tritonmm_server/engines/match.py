@@ -5,7 +5,7 @@ Plain Python (no Triton imports) so that it can be tested without a server:
 ``model_repository/image_text_match/1/model.py`` only moves tensors in and out of it.
 
 CLIP's zero-shot classification, on the same CLIP-family checkpoint and code as the
-multimodal-embedding model (:class:`~tritonmm_server.multimodal_engine.MultimodalEngine`;
+multimodal-embedding model (:class:`~tritonmm_server.engines.multimodal.MultimodalEngine`;
 each Triton model loads its own copy, about 600 MB for ViT-B/32 in float32):
 
 * ``similarities``: the cosine of the image's vector with each label's vector,
@@ -22,7 +22,7 @@ each Triton model loads its own copy, about 600 MB for ViT-B/32 in float32):
 
 The image is decoded once, for both the towers and the picture. Bad input (no
 image, undecodable bytes, labels that are not 1..64 non-empty strings) raises
-:class:`~tritonmm_server.errors.InputError`.
+:class:`~tritonmm_server.backend.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 from tritonmm.contract import MATCH_IMAGE, MATCH_LABELS
-from tritonmm_server.errors import InputError
-from tritonmm_server.multimodal_engine import MultimodalEngine
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.multimodal import MultimodalEngine
 
 __all__ = ["MatchEngine", "MatchResult", "parse_labels"]
 

@@ -30,7 +30,7 @@ whatever the image's size, since every image is resized to the tower's input.
 :meth:`MultimodalEngine.patch_similarity` scores each patch of an image against a
 text, for a heat map of where the text matches; :meth:`MultimodalEngine.image_text_cosines`
 scores a decoded image and its patches against several texts in one pass of each
-tower (the image_text_match model, ``tritonmm_server.match_engine``).
+tower (the image_text_match model, ``tritonmm_server.engines.match``).
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT, CONTENT_TYPES
-from tritonmm_server.embedding_engine import row_text, tokenizer_window
-from tritonmm_server.errors import InputError
-from tritonmm_server.image_decode import decode_image
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.embedding import row_text, tokenizer_window
+from tritonmm_server.media.image import decode_image
 
 __all__ = ["MultimodalEngine", "PreparedRow"]
 

@@ -1,7 +1,7 @@
 """Speech to text for the bundled Triton model: an audio file in, the transcript and its timed segments out.
 
 Two runtimes behind one interface, picked by the checkpoint directory
-(``tritonmm_server.whisper_checkpoint``):
+(``tritonmm_server.checkpoints.whisper``):
 
 * a CTranslate2 directory runs on faster-whisper (int8 on CPU, float16 on GPU),
   which does Whisper's own long-form decoding (30 s windows that advance by the
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from tritonmm.contract import ASR_PARAMS, PARAM_LANGUAGE, PARAM_PROMPT
-from tritonmm_server.audio_decode import WHISPER_RATE, decode_audio
-from tritonmm_server.errors import InputError
-from tritonmm_server.request_params import params_object
-from tritonmm_server.whisper_checkpoint import CTRANSLATE2, WhisperCheckpoint, inspect_whisper
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.request_params import params_object
+from tritonmm_server.checkpoints.whisper import CTRANSLATE2, WhisperCheckpoint, inspect_whisper
+from tritonmm_server.media.audio import WHISPER_RATE, decode_audio
 
 __all__ = ["AsrEngine", "AsrOptions", "Cancelled", "Segment", "Transcript", "load_engine", "parse_options"]
 

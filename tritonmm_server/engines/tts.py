@@ -31,8 +31,8 @@ import onnxruntime
 from piper import PiperVoice, SynthesisConfig
 
 from tritonmm.contract import AUDIO_FORMATS, AUDIO_MP3, AUDIO_WAV
-from tritonmm_server.errors import InputError
-from tritonmm_server.piper_voices import VoiceChoice, VoiceFile, find_voices, lookup, voice_choices
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.checkpoints.piper import VoiceChoice, VoiceFile, find_voices, lookup, voice_choices
 
 LOG = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from tritonmm.contract import (
     PARAM_TOP_K,
     PARAM_TOP_P,
 )
-from tritonmm_server.errors import InputError
-from tritonmm_server.request_params import is_int, params_object
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.request_params import is_int, params_object
 
 MAX_STOP_SEQUENCES = 16
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes unsigned 64-bit seeds

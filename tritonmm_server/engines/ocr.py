@@ -21,7 +21,7 @@ One image in, its text lines out, in reading order:
   a form row "Name:  Jane Doe" stays one line; ``lines`` keeps every detected box.
 
 Bad input (no image, undecodable bytes, too many pixels) raises
-:class:`~tritonmm_server.errors.InputError`; an image without text is not an error
+:class:`~tritonmm_server.backend.errors.InputError`; an image without text is not an error
 and gives empty text and no lines.
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from tritonmm.images import to_rgb
-from tritonmm_server.image_decode import decode_image
+from tritonmm_server.media.image import decode_image
 
 # The plugin's own decompression-bomb limit (tritonmm.settings.MediaLimits.image_max_pixels):
 # anything the plugin lets through is read here too. RapidOCR scales the image to at

@@ -38,9 +38,9 @@ language and task tokens of a multilingual model (eight languages), loaded throu
 
 Builds are deterministic: the same arch gives byte-identical weights.
 
-    python -m tritonmm_server.tiny_models --arch idefics3 --out /tmp/tiny-idefics3
-    python -m tritonmm_server.tiny_models --arch bert-cross-encoder --out /tmp/tiny-cross-encoder
-    python -m tritonmm_server.tiny_models --arch clip --out /tmp/tiny-clip
+    python -m tritonmm_server.tiny.build --arch idefics3 --out /tmp/tiny-idefics3
+    python -m tritonmm_server.tiny.build --arch bert-cross-encoder --out /tmp/tiny-cross-encoder
+    python -m tritonmm_server.tiny.build --arch clip --out /tmp/tiny-clip
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One function, :func:`decode_image`: the file's bytes in, an upright RGB image out
 (EXIF orientation applied, transparency flattened onto white by
-:func:`tritonmm.images.to_rgb`), or an :class:`~tritonmm_server.errors.InputError`
+:func:`tritonmm.images.to_rgb`), or an :class:`~tritonmm_server.backend.errors.InputError`
 that names the image (``where``) and the problem: empty, not an image file,
 too many pixels, or corrupt data. PIL's own decompression-bomb guard applies to
 every image; ``max_pixels`` sets a lower limit, checked from the header before
@@ -19,7 +19,7 @@ import io
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tritonmm.images import to_rgb
-from tritonmm_server.errors import InputError
+from tritonmm_server.backend.errors import InputError
 
 __all__ = ["decode_image"]
 

@@ -41,8 +41,8 @@ LOG = logging.getLogger(__name__)
 
 # The repository root (the parent of this package): on the models' PYTHONPATH so
 # that model.py files can `import tritonmm` and `import tritonmm_server`.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIREMENTS = REPO_ROOT / "tritonmm_server" / "requirements.txt"
 
 LOOPBACK = "127.0.0.1"
 STUB_NAME = "triton_python_backend_stub"

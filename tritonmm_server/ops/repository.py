@@ -287,7 +287,7 @@ def _prepare_dest(dest: Path) -> None:
             raise RepositoryError(f"refusing to clean {dest}: it is not empty and was not rendered by tritonmm_server")
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    (dest / MARKER_NAME).write_text("Rendered by tritonmm_server.repository; deleted and rebuilt on each launch.\n")
+    (dest / MARKER_NAME).write_text("Rendered by tritonmm_server.ops.repository; deleted and rebuilt on each launch.\n")
 
 
 def _select(available: list[str], include: list[str] | None, overrides: Mapping[str, object]) -> list[str]:

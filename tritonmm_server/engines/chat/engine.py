@@ -52,13 +52,13 @@ from transformers import (
 )
 
 from tritonmm.contract import CHAT_MESSAGES, KEY_ASR_MODEL, KEY_FEATURES, Feature
-from tritonmm_server.audio_decode import DEFAULT_MAX_SECONDS, WHISPER_RATE, AudioTooLong, decode_audio
-from tritonmm_server.chat_params import GenerationParams
-from tritonmm_server.errors import InputError
-from tritonmm_server.image_decode import decode_image
-from tritonmm_server.request_params import is_int
-from tritonmm_server.token_stream import END, Generation, Relay, Sampler
-from tritonmm_server.video_frames import sample_video_frames
+from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.request_params import is_int
+from tritonmm_server.engines.chat.params import GenerationParams
+from tritonmm_server.engines.chat.token_stream import END, Generation, Relay, Sampler
+from tritonmm_server.media.audio import DEFAULT_MAX_SECONDS, WHISPER_RATE, AudioTooLong, decode_audio
+from tritonmm_server.media.image import decode_image
+from tritonmm_server.media.video import sample_video_frames
 
 __all__ = ["ChatEngine", "Prepared"]
 

@@ -1,0 +1,1 @@
+"""Reading checkpoint directories without loading them: context windows, Whisper layouts, Piper voices."""
