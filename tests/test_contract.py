@@ -4,6 +4,7 @@ error class exactly once, settings parse Dify's string credentials."""
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.import_scan import imports_of, module_name, python_files
 from tritonmm import contract, errors
 from tritonmm.errors import InvalidInput
 from tritonmm.settings import ServerSettings
@@ -108,10 +110,45 @@ def test_settings_errors_name_the_field(creds: dict, fragment: str) -> None:
 
 
 def test_core_never_imports_dify_plugin() -> None:
-    pattern = re.compile(r"^\s*(from|import)\s+dify_plugin", re.M)
-    for path in (ROOT / "tritonmm").rglob("*.py"):
-        assert not pattern.search(path.read_text()), path
-    assert sys.modules.get("dify_plugin") is None
+    """Read every import in the core, lazy ones inside functions included."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{imp.line}"
+        for path in python_files(ROOT / "tritonmm")
+        for imp in imports_of(path, module_name(path, ROOT))
+        if imp.module.split(".")[0] == "dify_plugin"
+    ]
+    assert not offenders, f"the core imports dify_plugin: {offenders}"
+
+
+# A dify_plugin that records who imported it, first on the path of a fresh interpreter.
+STAND_IN = """
+import traceback
+IMPORTED_FROM = "".join(traceback.format_stack(limit=12))
+"""
+IMPORT_EVERY_CORE_MODULE = r"""
+import importlib, pkgutil, sys
+import tritonmm
+names = [m.name for m in pkgutil.walk_packages(tritonmm.__path__, "tritonmm.")]
+for name in names:
+    importlib.import_module(name)
+stand_in = sys.modules.get("dify_plugin")
+assert stand_in is None, "importing the core imported dify_plugin:\n" + stand_in.IMPORTED_FROM
+print(len(names), "modules")
+"""
+
+
+def test_importing_every_core_module_loads_no_dify_plugin(tmp_path: Path) -> None:
+    (tmp_path / "dify_plugin").mkdir()
+    (tmp_path / "dify_plugin" / "__init__.py").write_text(STAND_IN)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERY_CORE_MODULE],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[0]) >= len(list(python_files(ROOT / "tritonmm"))) - 1  # every module ran
 
 
 def test_contract_page_names_every_tensor_and_key() -> None:
