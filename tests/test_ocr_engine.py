@@ -5,46 +5,18 @@ Text is rendered with a TrueType font, so the expected text is known exactly.
 
 from __future__ import annotations
 
-import io
 import json
-from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from tests import media_fixtures as fx
+from tests.text_images import LINES, encode, font, render, three_lines
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.ocr import OcrEngine, OcrLine, reading_order
 from tritonmm_server.media.image import decode_image
 
 pytest.importorskip("rapidocr", reason="pip install -r tritonmm_server/requirements.txt (rapidocr, onnxruntime)")
-
-LINES = ["Hello World 2024", "The quick brown fox", "jumps over the lazy dog."]
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-
-
-def font(size: int) -> ImageFont.FreeTypeFont:
-    # Pillow >= 10.1 ships a scalable default font when DejaVu is not installed.
-    return ImageFont.truetype(str(DEJAVU), size) if DEJAVU.is_file() else ImageFont.load_default(size=size)
-
-
-def render(lines: list[tuple[tuple[int, int], str, int]], size: tuple[int, int] = (900, 260)) -> Image.Image:
-    """A white image with each (position, text, font size) drawn in black."""
-    image = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(image)
-    for position, text, points in lines:
-        draw.text(position, text, fill="black", font=font(points))
-    return image
-
-
-def three_lines() -> Image.Image:
-    return render([((30, 20 + i * 80), text, 36) for i, text in enumerate(LINES)])
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **kwargs)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from tests import media_fixtures as fx
 from tests.audio_fixtures import encode as encode_audio
 from tests.audio_fixtures import speech, word_error_rate
 from tests.conftest import WORK
-from tests.test_ocr_engine import LINES, three_lines
-from tests.test_ocr_engine import encode as encode_image
+from tests.text_images import LINES, three_lines
+from tests.text_images import encode as encode_image
 from tests.tool_runs import PROVIDER, run_tool
 from tritonmm_server.ops.server import TritonServer, free_ports
 
