@@ -21,10 +21,10 @@ from devtools import plugin_harness
 from devtools.build_packages import build_plugin
 from devtools.demo import demo_picture
 from tritonmm import chat
-from tritonmm.capabilities import model_capabilities
 from tritonmm.media import Modality
 from tritonmm.messages import MediaPart, Message, TextPart
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonClient
 from tritonmm_server.ops.planning import LaunchOptions, launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,13 +32,13 @@ WORK = ROOT / ".cache" / "bench"
 QUESTION = "Describe this picture."
 
 
-def _raw_once(settings: ServerSettings, image_b64: str, max_tokens: int) -> dict:
-    caps = model_capabilities(settings, "chat")
+def _raw_once(client: TritonClient, image_b64: str, max_tokens: int) -> dict:
+    caps = client.capabilities("chat")
     message = Message("user", (TextPart(QUESTION), MediaPart(Modality.IMAGE, base64_data=image_b64)))
     params = chat.ChatParams(max_tokens=max_tokens, temperature=0.8, seed=1)
     started = time.perf_counter()
     first, last = None, None
-    for chunk in chat.open_chat(settings, "chat", [message], params, caps):
+    for chunk in chat.open_chat(client, "chat", [message], params, caps):
         first = first or time.perf_counter()
         last = chunk
     return _sample(started, first, last.completion_tokens if last else 0)
@@ -99,15 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checkpoints = {k: Path(v) for k, v in (item.split("=", 1) for item in args.checkpoint)}
     server = launch(LaunchOptions(work_dir=WORK, checkpoints=checkpoints), out=sys.stderr)
+    credentials = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
+    client = TritonClient(ServerSettings.from_credentials(credentials))
     try:
-        credentials = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
-        settings = ServerSettings.from_credentials(credentials)
         image_b64 = base64.b64encode(demo_picture()).decode()
         package = build_plugin(ROOT / "plugins" / "model_provider", WORK / "dist").path
         plugin_dir = plugin_harness.install(package, WORK / "plugin", uv_cache=ROOT / ".cache" / "uv")
         with plugin_harness.PluginProcess(plugin_dir) as plugin:
             paths = {
-                "raw_grpc": lambda: _raw_once(settings, image_b64, args.max_tokens),
+                "raw_grpc": lambda: _raw_once(client, image_b64, args.max_tokens),
                 "plugin": lambda: _plugin_once(plugin, credentials, image_b64, args.max_tokens),
             }
             results: dict = {"max_tokens": args.max_tokens, "runs": args.runs, "weights": checkpoints or "tiny"}
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name]["concurrent_wall_ms"] = round(_concurrent(once, args.concurrency), 1)
                 results[name]["concurrency"] = args.concurrency
     finally:
+        client.close()  # before the server stops: Triton waits for open connections
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -27,8 +27,8 @@ from devtools import plugin_harness
 from devtools.build_packages import build_plugin
 from devtools.demo import demo_picture
 from tritonmm import contract, embedding, speech, speech_synthesis
-from tritonmm.capabilities import model_capabilities
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonClient
 from tritonmm_server.ops.planning import LaunchOptions, launch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +48,9 @@ LONG_SENTENCES = [
 ]  # fmt: skip
 
 
-def _wav(settings: ServerSettings, text: str) -> bytes:
-    caps = model_capabilities(settings, "text_to_speech")
-    return b"".join(
-        speech_synthesis.synthesize(settings, "text_to_speech", caps, text, audio_format=contract.AUDIO_WAV)
-    )
+def _wav(client: TritonClient, text: str) -> bytes:
+    caps = client.capabilities("text_to_speech")
+    return b"".join(speech_synthesis.synthesize(client, "text_to_speech", caps, text, audio_format=contract.AUDIO_WAV))
 
 
 def _timed(fn: Callable[[], float | None]) -> dict:
@@ -82,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WORK / "media.json")
     args = parser.parse_args(argv)
     server = launch(LaunchOptions(work_dir=WORK, models=MODELS), out=sys.stderr)
+    credentials = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
+    client = TritonClient(ServerSettings.from_credentials(credentials))
     try:
-        credentials = {"server_url": server.http_url, "grpc_endpoint": server.grpc_url}
-        settings = ServerSettings.from_credentials(credentials)
-        caps = {name: model_capabilities(settings, name) for name in MODELS}
-        short = _wav(settings, "The quick brown fox jumps over the lazy dog. Offline speech synthesis works.")
-        long = _wav(settings, " ".join(LONG_SENTENCES))
+        caps = {name: client.capabilities(name) for name in MODELS}
+        short = _wav(client, "The quick brown fox jumps over the lazy dog. Offline speech synthesis works.")
+        long = _wav(client, " ".join(LONG_SENTENCES))
         texts64 = [f"sentence {i} about {['cats', 'rain', 'trains', 'soup'][i % 4]}" for i in range(64)]
         texts1000 = [f"document {i} on topic {i % 37}" for i in range(1000)]
         image = base64.b64encode(demo_picture()).decode()
@@ -125,34 +123,34 @@ def main(argv: list[str] | None = None) -> int:
                 return run
 
             def items() -> list[embedding.Content]:
-                return [embedding.content_item(d["content_type"], d["content"], "item", settings) for d in mixed()]
+                return [embedding.content_item(d["content_type"], d["content"], "item", client) for d in mixed()]
 
             cases = {
                 "transcribe short clip": (
-                    core(lambda: speech.transcribe(settings, "speech_to_text", caps["speech_to_text"], short)),
+                    core(lambda: speech.transcribe(client, "speech_to_text", caps["speech_to_text"], short)),
                     plugin_call("invoke_speech2text", {"model_type": "speech2text", "model": "speech_to_text", "file": short.hex()}),
                 ),
                 "transcribe long clip": (
-                    core(lambda: speech.transcribe(settings, "speech_to_text", caps["speech_to_text"], long)),
+                    core(lambda: speech.transcribe(client, "speech_to_text", caps["speech_to_text"], long)),
                     plugin_call("invoke_speech2text", {"model_type": "speech2text", "model": "speech_to_text", "file": long.hex()}),
                 ),
                 "speak 3 sentences": (
-                    core(lambda: speech_synthesis.synthesize(settings, "text_to_speech", caps["text_to_speech"], THREE)),
+                    core(lambda: speech_synthesis.synthesize(client, "text_to_speech", caps["text_to_speech"], THREE)),
                     plugin_call("invoke_tts", {"model_type": "tts", "model": "text_to_speech", "content_text": THREE,
                                                "voice": "", "tenant_id": "bench"}),
                 ),
                 "embed 64 texts": (
-                    core(lambda: embedding.embed_texts(settings, "text_embedding", caps["text_embedding"], _fresh(texts64), "document")),
+                    core(lambda: embedding.embed_texts(client, "text_embedding", caps["text_embedding"], _fresh(texts64), "document")),
                     plugin_call("invoke_text_embedding", {"model_type": "text-embedding", "model": "text_embedding",
                                                           "texts": lambda: _fresh(texts64), "input_type": "document"}),
                 ),
                 "embed 1000 texts": (
-                    core(lambda: embedding.embed_texts(settings, "text_embedding", caps["text_embedding"], _fresh(texts1000), "document")),
+                    core(lambda: embedding.embed_texts(client, "text_embedding", caps["text_embedding"], _fresh(texts1000), "document")),
                     plugin_call("invoke_text_embedding", {"model_type": "text-embedding", "model": "text_embedding",
                                                           "texts": lambda: _fresh(texts1000), "input_type": "document"}),
                 ),
                 "embed 8 images + 8 texts": (
-                    core(lambda: embedding.embed_contents(settings, "multimodal_embedding", caps["multimodal_embedding"], items())),
+                    core(lambda: embedding.embed_contents(client, "multimodal_embedding", caps["multimodal_embedding"], items())),
                     plugin_call("invoke_multimodal_embedding", {"model_type": "text-embedding", "model": "multimodal_embedding",
                                                                 "documents": mixed, "input_type": "document"}),
                 ),
@@ -167,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     fn()  # warm-up
                     results[name][path] = _median([_timed(fn) for _ in range(args.runs)])
     finally:
+        client.close()  # before the server stops: Triton waits for open connections
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

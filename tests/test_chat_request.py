@@ -17,9 +17,12 @@ from tritonmm.errors import InvalidInput, UnsupportedMedia
 from tritonmm.media import Modality
 from tritonmm.messages import MediaPart, Message, TextPart
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonClient
 
 SETTINGS = ServerSettings.from_credentials({"server_url": "http://127.0.0.1:1"})
+CLIENT = TritonClient(SETTINGS)  # never called: building the tensors needs no server
 VISION = Capabilities(Task.CHAT, frozenset({Feature.VISION}), 4096, 2, "tiny")
+VISION_VIDEO = Capabilities(Task.CHAT, frozenset({Feature.VISION, Feature.VIDEO}), 4096, 2, "tiny")
 
 
 def image(data: bytes, *, low: bool = False) -> MediaPart:
@@ -27,7 +30,7 @@ def image(data: bytes, *, low: bool = False) -> MediaPart:
 
 
 def tensors(messages: list[Message], caps: Capabilities = VISION, params: chat.ChatParams | None = None) -> dict:
-    inputs = chat.build_inputs(messages, params or chat.ChatParams(), caps, SETTINGS, "m")
+    inputs = chat.build_inputs(messages, params or chat.ChatParams(), caps, CLIENT, "m")
     return {t.spec.name: t.elements for t in inputs}
 
 
@@ -75,5 +78,32 @@ def test_video_refused_when_the_config_lacks_it() -> None:
 
 
 def test_too_many_images_refused() -> None:
-    with pytest.raises(InvalidInput, match="3 images in one request; model 'm' accepts at most 2"):
+    with pytest.raises(
+        InvalidInput, match="3 image parts in one request; model 'm' takes at most 2 of each media kind"
+    ):
         tensors([Message("user", (image(fx.png()),) * 3)])
+
+
+def test_max_images_caps_each_kind_not_the_sum() -> None:
+    png = fx.png()
+    mp4 = base64.b64encode(b"\0\0\0\x18ftypisom" + b"\0" * 16).decode()
+    video = MediaPart(Modality.VIDEO, base64_data=mp4)
+    out = tensors([Message("user", (image(png), image(png), video, video))], caps=VISION_VIDEO)  # 2 + 2: allowed
+    assert len(out[contract.CHAT_IMAGES.name]) == len(out[contract.CHAT_VIDEOS.name]) == 2
+    with pytest.raises(InvalidInput, match="3 video parts"):
+        tensors([Message("user", (image(png), video)), Message("user", (video, video))], caps=VISION_VIDEO)
+
+
+def test_media_are_numbered_from_1_per_kind_across_messages() -> None:
+    png = fx.png()
+    messages = [Message("user", (image(png),)), Message("user", (TextPart("and"), image(png), image(b"not a picture")))]
+    with pytest.raises(UnsupportedMedia, match="^image 3: "):
+        tensors(messages, caps=Capabilities(Task.CHAT, frozenset({Feature.VISION}), 4096, 8, "tiny"))
+    wire = json.loads(tensors(messages[:1] + [Message("user", (image(png),))])[contract.CHAT_MESSAGES.name][0])
+    assert [m["content"][0] for m in wire] == [{"type": "image", "index": 0}, {"type": "image", "index": 1}]
+
+
+def test_too_many_images_refused_before_any_is_read() -> None:
+    unreachable = MediaPart(Modality.IMAGE, url="http://127.0.0.1:1/never-fetched.png")
+    with pytest.raises(InvalidInput, match="3 image parts"):
+        tensors([Message("user", (unreachable,) * 3)])

@@ -21,7 +21,8 @@ import pytest
 
 from tritonmm import media
 from tritonmm.errors import ConnectionFailed, InvalidInput, RequestTimeout
-from tritonmm.fetch_guard import MAX_REDIRECTS, UrlPolicy, check_url, dify_files_policy, fetch
+from tritonmm.fetch_guard import MAX_REDIRECTS, fetch
+from tritonmm.url_policy import UrlPolicy, check_url, dify_files_policy
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100  # 608 bytes
 

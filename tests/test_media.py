@@ -11,9 +11,10 @@ from PIL import Image
 from tests import media_fixtures as fx
 from tritonmm import media
 from tritonmm.errors import InvalidInput, UnsupportedMedia
-from tritonmm.fetch_guard import UrlPolicy
 from tritonmm.media import Modality
+from tritonmm.media_loaders import loader_for
 from tritonmm.settings import MediaLimits
+from tritonmm.url_policy import UrlPolicy
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_video_sent_as_image_names_both_types() -> None:
 
 def test_oversize_video_refused() -> None:
     with pytest.raises(InvalidInput, match="exceed the 10-byte cap"):
-        media.check_video(b"\0\0\0\x18ftypisom" + b"\0" * 16, "video 1", MediaLimits(video_max_bytes=10))
+        loader_for(Modality.VIDEO).check(b"\0\0\0\x18ftypisom" + b"\0" * 16, "video 1", MediaLimits(video_max_bytes=10))
 
 
 def test_base64_with_data_uri_prefix() -> None:

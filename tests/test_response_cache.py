@@ -13,6 +13,7 @@ from devtools.plugin_harness import PluginProcess
 from tests.media_fixtures import png
 from tritonmm.admin import metrics_summary
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import client_for
 from tritonmm_server.ops.server import TritonServer
 
 
@@ -29,7 +30,7 @@ def _requests(fresh: str) -> dict[str, tuple[str, dict]]:
 
 
 def _hits(triton: TritonServer, credentials: dict, model: str) -> float:
-    summary = metrics_summary(ServerSettings.from_credentials(credentials), triton.metrics_url)
+    summary = metrics_summary(client_for(ServerSettings.from_credentials(credentials)), triton.metrics_url)
     return sum(v for k, v in summary.get("nv_cache_num_hits_per_model", {}).items() if f"model={model}" in k)
 
 

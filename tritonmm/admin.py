@@ -14,8 +14,7 @@ from urllib.parse import urlsplit
 
 from tritonmm.errors import InvalidInput, TritonMMError
 from tritonmm.settings import ServerSettings
-from tritonmm.transport import TritonHTTP
-from tritonmm.transport.http import metrics_text
+from tritonmm.transport import TritonClient
 
 DEFAULT_METRICS_PORT = 8002
 # The Prometheus series worth a glance; everything else stays in the raw metrics.
@@ -46,22 +45,21 @@ class ModelEntry:
     reason: str
 
 
-def health(settings: ServerSettings) -> dict[str, Any]:
-    http = TritonHTTP(settings)
-    return {"server": settings.http_url, "live": http.is_live(), "ready": http.is_ready()}
+def health(client: TritonClient) -> dict[str, Any]:
+    return {"server": client.url, "live": client.is_live(), "ready": client.is_ready()}
 
 
-def models(settings: ServerSettings) -> list[ModelEntry]:
-    entries = TritonHTTP(settings).repository_index()
+def models(client: TritonClient) -> list[ModelEntry]:
+    entries = client.repository_index()
     return [
         ModelEntry(e.get("name", ""), str(e.get("version", "")), e.get("state", ""), e.get("reason", ""))
         for e in sorted(entries, key=lambda e: (e.get("name", ""), str(e.get("version", ""))))
     ]
 
 
-def statistics(settings: ServerSettings, model: str = "") -> list[dict[str, Any]]:
+def statistics(client: TritonClient, model: str = "") -> list[dict[str, Any]]:
     """Per model: request counts and mean queue / compute times in milliseconds."""
-    stats = TritonHTTP(settings).model_statistics(model)
+    stats = client.model_statistics(model)
     out = []
     for entry in stats.get("model_stats", []):
         inference = entry.get("inference_stats", {})
@@ -99,10 +97,10 @@ def metrics_url(settings: ServerSettings, explicit: str = "") -> str:
     return f"{parts.scheme}://{host}:{DEFAULT_METRICS_PORT}/metrics"
 
 
-def metrics_summary(settings: ServerSettings, url: str) -> dict[str, dict[str, float]]:
+def metrics_summary(client: TritonClient, url: str) -> dict[str, dict[str, float]]:
     """``{metric: {label set or "total": value}}`` for the SUMMARY_METRICS series."""
     summary: dict[str, dict[str, float]] = {}
-    for line in metrics_text(settings, url).splitlines():
+    for line in client.metrics_text(url).splitlines():
         match = _SAMPLE.match(line.strip())
         if not match or match.group(1) not in SUMMARY_METRICS:
             continue
@@ -114,19 +112,18 @@ def metrics_summary(settings: ServerSettings, url: str) -> dict[str, dict[str, f
     return summary
 
 
-def control(settings: ServerSettings, action: str, model: str) -> ModelEntry:
+def control(client: TritonClient, action: str, model: str) -> ModelEntry:
     """``load``, ``unload`` or ``reload`` one model; returns its state afterwards."""
     if action not in ("load", "unload", "reload"):
         raise InvalidInput(f"action must be load, unload or reload, got {action!r}")
     if not model.strip():
         raise InvalidInput(f"'{action}' needs a model name")
-    http = TritonHTTP(settings)
     try:
         if action == "unload":
-            http.unload_model(model)
+            client.unload_model(model)
         else:  # in explicit mode, loading a loaded model reloads it from the repository
-            http.load_model(model)
+            client.load_model(model)
     except TritonMMError as exc:
         raise type(exc)(f"{action} of model '{model}' failed: {exc}") from None
-    found = [entry for entry in models(settings) if entry.name == model]
+    found = [entry for entry in models(client) if entry.name == model]
     return found[-1] if found else ModelEntry(model, "", "", "not in the repository index")

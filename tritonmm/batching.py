@@ -8,14 +8,13 @@ rerank pairs): a call of any size becomes consecutive requests of at most
 from __future__ import annotations
 
 from tritonmm.contract import Capabilities, TensorSpec
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import InputTensor, TritonHTTP
+from tritonmm.transport import InputTensor, TritonClient
 
 DEFAULT_BATCH = 32  # for a model whose config does not batch
 
 
 def infer_rows(
-    settings: ServerSettings,
+    client: TritonClient,
     model: str,
     caps: Capabilities,
     columns: dict[TensorSpec, list[bytes]],
@@ -26,14 +25,13 @@ def infer_rows(
     if len(lengths) != 1:
         raise ValueError(f"columns of unequal length: {sorted(lengths)}")
     rows = lengths.pop()
-    http = TritonHTTP(settings)
     batch = caps.max_batch_size or DEFAULT_BATCH
     merged: dict[str, list] = {name: [] for name in outputs}
     for start in range(0, rows, batch):
         inputs = [
             InputTensor(spec, tuple(values[start : start + batch]), batched=True) for spec, values in columns.items()
         ]
-        answer = http.infer(model, inputs, outputs)
+        answer = client.infer(model, inputs, outputs)
         for name in outputs:
             merged[name].extend(answer[name])
     return merged

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
-from tritonmm import contract, media, routing
+from tritonmm import chat_wire, contract, routing
 from tritonmm.contract import Capabilities
 from tritonmm.errors import InvalidInput, ServerError
 from tritonmm.media import Modality
+from tritonmm.media_loaders import loader_for
 from tritonmm.messages import MediaPart, Message, TextPart
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import InferStream, InputTensor, stream_infer
+from tritonmm.transport import InferStream, InputTensor, TritonClient
 
 
 @dataclass(frozen=True)
@@ -48,73 +48,66 @@ class ChatChunk:
 
 
 def build_inputs(
-    messages: list[Message], params: ChatParams, caps: Capabilities, settings: ServerSettings, model: str
+    messages: list[Message], params: ChatParams, caps: Capabilities, client: TritonClient, model: str
 ) -> list[InputTensor]:
-    messages = routing.transcribe_audio_parts(messages, caps, settings, model, lambda p, w: _load(p, w, settings))
+    """The request's tensors: ``MESSAGES_JSON`` (``tritonmm.chat_wire``), the params and one
+    tensor per media kind, each part loaded by its kind's loader.
+
+    Refusals come before any media is read: a kind the model cannot take, then more
+    than ``tmm.max_images`` parts of one kind (after the audio cascade, so counted as
+    the model receives them).
+    """
     routing.check_chat_media(messages, caps, model)
-    blobs: dict[Modality, list[bytes]] = {modality: [] for modality in _MEDIA_TENSORS}
-    wire_messages = []
-    for message in messages:
-        content = []
-        for part in message.parts:
-            if isinstance(part, TextPart):
-                content.append({"type": "text", "text": part.text})
-                continue
-            bucket = blobs[part.modality]
-            what = f"{part.modality.value} {len(bucket) + 1}"
-            bucket.append(_load(part, what, settings))
-            content.append({"type": part.modality.value, "index": len(bucket) - 1})
-        wire_messages.append({"role": message.role, "content": content})
+    messages = routing.transcribe_audio_parts(client, messages, caps, model)
+    wire, media_parts = _to_wire(messages)
+    try:
+        chat_wire.check_media_counts(wire, caps.max_images, model)
+    except chat_wire.WireError as exc:
+        raise InvalidInput(str(exc)) from None
+    blobs: dict[Modality, list[bytes]] = {modality: [] for modality in Modality}
+    for part, what in media_parts:
+        blobs[part.modality].append(loader_for(part.modality).load(part, what, client.settings))
     inputs = [
-        InputTensor(contract.CHAT_MESSAGES, (json.dumps(wire_messages).encode(),)),
+        InputTensor(contract.CHAT_MESSAGES, (chat_wire.encode_messages(wire),)),
         InputTensor(contract.CHAT_PARAMS, (params.to_json().encode(),)),
     ]
-    for modality, spec in _MEDIA_TENSORS.items():
+    for modality in Modality:
         if blobs[modality]:
-            inputs.append(InputTensor(spec, tuple(blobs[modality])))
+            inputs.append(InputTensor(contract.CHAT_MEDIA_TENSORS[modality.value], tuple(blobs[modality])))
     return inputs
 
 
-_MEDIA_TENSORS = {modality: contract.CHAT_MEDIA_TENSORS[modality.value] for modality in Modality}
-
-
-def _load(part: MediaPart, what: str, settings: ServerSettings) -> bytes:
-    limits = settings.media
-    cap = {
-        Modality.IMAGE: limits.image_max_bytes,
-        Modality.VIDEO: limits.video_max_bytes,
-        Modality.AUDIO: limits.audio_max_bytes,
-    }[part.modality]
-    if part.data:
-        data = part.data
-    elif part.base64_data:
-        data = media.decode_base64(part.base64_data, what)
-    elif part.url:
-        data = media.fetch_url(
-            part.url, max_bytes=cap, timeout=limits.fetch_timeout, what=what, policy=settings.url_policy
-        )
-    else:
-        raise InvalidInput(f"{what} has neither base64_data nor url")
-    if part.modality is Modality.IMAGE:
-        if part.low_detail:
-            limits = replace(limits, image_max_side=min(limits.image_max_side, limits.low_detail_max_side))
-        return media.prepare_image(data, what, limits)
-    if part.modality is Modality.AUDIO:
-        return media.check_audio(data, what, limits)
-    return media.check_video(data, what, limits)
+def _to_wire(messages: list[Message]) -> tuple[list[chat_wire.WireMessage], list[tuple[MediaPart, str]]]:
+    """The wire messages, and each media part in tensor order with its label ("image 1")."""
+    counts = dict.fromkeys(Modality, 0)
+    media_parts: list[tuple[MediaPart, str]] = []
+    wire = []
+    for message in messages:
+        parts = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                parts.append(chat_wire.text_part(part.text))
+                continue
+            index = counts[part.modality]
+            counts[part.modality] += 1
+            wire_part = chat_wire.media_part(part.modality.value, index)
+            parts.append(wire_part)
+            media_parts.append((part, wire_part.label))
+        wire.append(chat_wire.WireMessage(message.role, tuple(parts)))
+    return wire, media_parts
 
 
 def open_chat(
-    settings: ServerSettings, model: str, messages: list[Message], params: ChatParams, caps: Capabilities
+    client: TritonClient, model: str, messages: list[Message], params: ChatParams, caps: Capabilities
 ) -> Iterator[ChatChunk]:
     """Validate and send the request now; the returned iterator streams the answer.
 
     Everything that can fail before the first token (bad media, unreachable
     server) raises here, synchronously.
     """
-    inputs = build_inputs(messages, params, caps, settings, model)
+    inputs = build_inputs(messages, params, caps, client, model)
     outputs = [spec.name for spec in contract.CHAT_OUTPUTS]
-    return _chunks(stream_infer(settings, model, inputs, outputs), model)
+    return _chunks(client.stream_infer(model, inputs, outputs), model)
 
 
 def _chunks(stream: InferStream, model: str) -> Iterator[ChatChunk]:
@@ -143,8 +136,8 @@ def _first(outputs: dict[str, list], name: str):
     return values[0] if values else None
 
 
-def probe(settings: ServerSettings, model: str, caps: Capabilities) -> None:
+def probe(client: TritonClient, model: str, caps: Capabilities) -> None:
     """One-token request: proves the model loads inputs and streams an answer."""
     messages = [Message("user", (TextPart("Hello"),))]
-    for _ in open_chat(settings, model, messages, ChatParams(max_tokens=1, temperature=0.0), caps):
+    for _ in open_chat(client, model, messages, ChatParams(max_tokens=1, temperature=0.0), caps):
         pass

@@ -73,8 +73,7 @@ def encode_messages(messages: Sequence[WireMessage]) -> bytes:
 
 def _encode_message(message: WireMessage) -> dict[str, Any]:
     content = [
-        {"type": TEXT, "text": p.text} if p.kind == TEXT else {"type": p.kind, "index": p.index}
-        for p in message.parts
+        {"type": TEXT, "text": p.text} if p.kind == TEXT else {"type": p.kind, "index": p.index} for p in message.parts
     ]
     return {"role": message.role, "content": content}
 

@@ -9,11 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Capabilities, Task
 from tritonmm.errors import ModelNotFound, ModelNotReady, ServerNotReady, TritonMMError
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import TritonHTTP
+from tritonmm.transport import TritonClient
 
 STEPS = ("server reachable", "server ready", "model present", "model loaded", "probe request")
 
@@ -26,33 +24,31 @@ class CheckFailed(TritonMMError):
 
 
 def check_model(
-    settings: ServerSettings, model: str, task: Task | tuple[Task, ...], probe: Callable[[Capabilities], None]
+    client: TritonClient, model: str, task: Task | tuple[Task, ...], probe: Callable[[Capabilities], None]
 ) -> Capabilities:
     """Run every step in order; raise ``CheckFailed`` at the first that fails."""
-    http = check_server(settings)
+    check_server(client)
     with _step("model present"):
-        _require_in_repository(http, model)
+        _require_in_repository(client, model)
     with _step("model loaded"):
-        if not http.is_model_ready(model):
-            raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(http, model)}")
+        if not client.is_model_ready(model):
+            raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(client, model)}")
     with _step("model present"):
-        caps = model_capabilities(settings, model, task, fresh=True)
+        caps = client.capabilities(model, task, fresh=True)
     with _step("probe request"):
         probe(caps)
     return caps
 
 
-def check_server(settings: ServerSettings) -> TritonHTTP:
+def check_server(client: TritonClient) -> None:
     """The first two steps, for callers that use many models (the workflow tools)."""
-    http = TritonHTTP(settings)
     with _step("server reachable"):
-        http.is_live()
+        client.is_live()
     with _step("server ready"):
-        if not http.is_ready():
+        if not client.is_ready():
             raise ServerNotReady(
-                f"{settings.http_url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
+                f"{client.url}/v2/health/ready is not OK (a model failed to load, or the server is starting)"
             )
-    return http
 
 
 @contextmanager
@@ -66,16 +62,16 @@ def _step(name: str) -> Iterator[None]:
         raise CheckFailed(name, exc) from exc
 
 
-def _require_in_repository(http: TritonHTTP, model: str) -> None:
+def _require_in_repository(client: TritonClient, model: str) -> None:
     """Present = listed in the repository index, loaded or not.
 
     A model that is in the repository but not loaded has no readable config
     either, so the config alone cannot tell "missing" from "not loaded".
     """
     try:
-        names = sorted({e["name"] for e in http.repository_index() if "name" in e})
+        names = sorted({e["name"] for e in client.repository_index() if "name" in e})
     except TritonMMError:  # index API unavailable (e.g. behind a proxy): fall back to the config
-        http.model_config(model)
+        client.model_config(model)
         return
     if model not in names:
         raise ModelNotFound(
@@ -83,9 +79,9 @@ def _require_in_repository(http: TritonHTTP, model: str) -> None:
         )
 
 
-def _state(http: TritonHTTP, model: str) -> str:
+def _state(client: TritonClient, model: str) -> str:
     try:
-        entries = [e for e in http.repository_index() if e.get("name") == model]
+        entries = [e for e in client.repository_index() if e.get("name") == model]
     except TritonMMError:
         return ""
     if not entries:

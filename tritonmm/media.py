@@ -3,8 +3,10 @@
 The modality of a blob is decided by its content, never by a file name or a
 claimed MIME type alone; the claimed type is only checked against the content.
 Images are downscaled here, in the plugin, so a 60-megapixel photo costs the
-bytes of the model's input size, not 40x that (DESIGN.md §3). Video and audio
-are passed through untouched: the server decodes them.
+bytes of the model's input size, not 40x that in transfer and server-side decoding.
+Video and audio are passed through untouched: the server decodes them.
+
+These are the checks; ``tritonmm.media_loaders`` picks the right ones for each kind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tritonmm import fetch_guard
 from tritonmm.errors import InvalidInput, UnsupportedMedia
 from tritonmm.images import to_rgb
 from tritonmm.settings import DEFAULT_MEDIA_LIMITS, MediaLimits
+from tritonmm.url_policy import UrlPolicy, dify_files_policy
 
 
 class Modality(StrEnum):
@@ -86,16 +89,14 @@ def decode_base64(text: str, what: str) -> bytes:
         raise InvalidInput(f"{what}: base64_data is not valid base64") from None
 
 
-def fetch_url(
-    url: str, *, max_bytes: int, timeout: float, what: str, policy: fetch_guard.UrlPolicy | None = None
-) -> bytes:
+def fetch_url(url: str, *, max_bytes: int, timeout: float, what: str, policy: UrlPolicy | None = None) -> bytes:
     """Download ``url`` through the SSRF guard with a timeout and a size cap; raise rather than truncate.
 
     ``policy`` None: public addresses and Dify's own files URL only
-    (:func:`tritonmm.fetch_guard.dify_files_policy`); callers holding settings pass
+    (:func:`tritonmm.url_policy.dify_files_policy`); callers holding settings pass
     ``settings.url_policy``, which the credentials may open to private networks.
     """
-    policy = policy if policy is not None else fetch_guard.dify_files_policy()
+    policy = policy if policy is not None else dify_files_policy()
     return fetch_guard.fetch(url, policy, max_bytes=max_bytes, timeout=timeout, what=what)
 
 
@@ -120,8 +121,7 @@ def prepare_image(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LI
     Returns the original bytes when nothing needs changing, else a JPEG (or PNG
     when the image has transparency worth keeping: none here, we flatten).
     """
-    if len(data) > limits.image_max_bytes:
-        raise InvalidInput(f"{what}: {len(data)} bytes exceed the {limits.image_max_bytes}-byte cap")
+    check_size(data, Modality.IMAGE, what, limits)
     found = expect_modality(data, Modality.IMAGE, "", what)
     try:
         image = Image.open(io.BytesIO(data))
@@ -167,11 +167,11 @@ def _needs_exif_rotation(image: Image.Image) -> bool:
         return False
 
 
-def check_video(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
-    if len(data) > limits.video_max_bytes:
-        raise InvalidInput(f"{what}: {len(data)} bytes exceed the {limits.video_max_bytes}-byte cap")
-    expect_modality(data, Modality.VIDEO, "", what)
-    return data
+def check_size(data: bytes, modality: Modality, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> None:
+    """Refuse ``data`` above its kind's cap (``MediaLimits.max_bytes``)."""
+    cap = limits.max_bytes(modality)
+    if len(data) > cap:
+        raise InvalidInput(f"{what}: {len(data)} bytes exceed the {cap}-byte cap for {modality.value}")
 
 
 def check_audio(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
@@ -182,8 +182,7 @@ def check_audio(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMI
     """
     if not data:
         raise InvalidInput(f"{what} is empty (0 bytes)")
-    if len(data) > limits.audio_max_bytes:
-        raise InvalidInput(f"{what} is {len(data)} bytes, above the {limits.audio_max_bytes}-byte cap")
+    check_size(data, Modality.AUDIO, what, limits)
     found = sniff(data)
     if found is None or found.modality is Modality.IMAGE:
         kind = found.mime if found else "unrecognised content"

@@ -17,7 +17,7 @@ from tritonmm.batching import infer_rows
 from tritonmm.contract import Capabilities, Task
 from tritonmm.embedding import Content, cosine, embed_contents
 from tritonmm.errors import ServerError
-from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonClient
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Ranked:
 
 
 def rerank(
-    settings: ServerSettings,
+    client: TritonClient,
     model: str,
     caps: Capabilities,
     query: str,
@@ -44,19 +44,19 @@ def rerank(
     if caps.task is Task.MULTIMODAL_EMBEDDING:
         items = [Content(contract.CONTENT_TEXT, d.encode("utf-8")) for d in documents]
         query_item = Content(contract.CONTENT_TEXT, query.encode("utf-8"))
-        return rerank_contents(settings, model, caps, query_item, items, documents, score_threshold, top_n)
+        return rerank_contents(client, model, caps, query_item, items, documents, score_threshold, top_n)
     columns = {
         contract.RERANK_QUERY: [query.encode("utf-8")] * len(documents),
         contract.RERANK_DOCUMENT: [d.encode("utf-8") for d in documents],
     }
-    scores = infer_rows(settings, model, caps, columns, [contract.RERANK_SCORE.name])[contract.RERANK_SCORE.name]
+    scores = infer_rows(client, model, caps, columns, [contract.RERANK_SCORE.name])[contract.RERANK_SCORE.name]
     if len(scores) != len(documents):
         raise ServerError(f"model '{model}' returned {len(scores)} scores for {len(documents)} documents")
     return _rank(scores, documents, score_threshold, top_n)
 
 
 def rerank_contents(
-    settings: ServerSettings,
+    client: TritonClient,
     model: str,
     caps: Capabilities,
     query: Content,
@@ -68,7 +68,7 @@ def rerank_contents(
     """Texts and images ranked by a multimodal_embedding model; ``texts`` are what the results carry."""
     if not documents:
         return []
-    vectors = embed_contents(settings, model, caps, [query, *documents]).vectors
+    vectors = embed_contents(client, model, caps, [query, *documents]).vectors
     scores = [max(0.0, cosine(vectors[0], vector)) for vector in vectors[1:]]
     return _rank(scores, texts, score_threshold, top_n)
 
@@ -85,8 +85,8 @@ def _rank(
     return ranked[:top_n] if top_n and top_n > 0 else ranked
 
 
-def probe(settings: ServerSettings, model: str, caps: Capabilities) -> None:
+def probe(client: TritonClient, model: str, caps: Capabilities) -> None:
     """Two documents: proves the model scores pairs and answers in the contract's shape."""
-    ranked = rerank(settings, model, caps, "hello", ["hello there", "goodbye"])
+    ranked = rerank(client, model, caps, "hello", ["hello there", "goodbye"])
     if len(ranked) != 2:
         raise ServerError(f"model '{model}' did not score a two-document probe")

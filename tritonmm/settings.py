@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from tritonmm.contract import CRED_GRPC_ENDPOINT, CRED_SERVER_URL
 from tritonmm.errors import InvalidInput
-from tritonmm.fetch_guard import UrlPolicy, dify_files_policy
+from tritonmm.url_policy import UrlPolicy, dify_files_policy
 
 DEFAULT_GRPC_PORT = 8001
 
-# Credential variable names shared by the provider and model forms.
-CRED_SERVER_URL = "server_url"
-CRED_GRPC_ENDPOINT = "grpc_endpoint"
+# Credential variable names shared by the provider and model forms (the endpoint
+# names live in tritonmm.contract: the launcher prints them too).
 CRED_CONNECT_TIMEOUT = "connect_timeout"
 CRED_READ_TIMEOUT = "read_timeout"
 CRED_IMAGE_MAX_SIDE = "image_max_side"
@@ -29,7 +29,7 @@ CRED_API_KEY_HEADER = "api_key_header"
 DEFAULT_API_KEY_HEADER = "X-API-Key"
 # "true": media URLs may point at loopback, private and link-local addresses (an intranet
 # deployment, or a local test server). Default false: public addresses and Dify's own
-# files URL only (tritonmm.fetch_guard).
+# files URL only (tritonmm.url_policy).
 CRED_ALLOW_PRIVATE_URLS = "allow_private_urls"
 # Dify's files URL(s), comma separated, when the plugin daemon's FILES_URL / INTERNAL_FILES_URL
 # environment does not say it: files under <url>/files/ are always allowed.
@@ -58,7 +58,15 @@ class MediaLimits:
     image_max_bytes: int = 40 * 1024 * 1024
     video_max_bytes: int = 200 * 1024 * 1024
     audio_max_bytes: int = 100 * 1024 * 1024  # hours of compressed speech; a 100 MB WAV is ~50 min at 16 kHz
-    fetch_timeout: float = 30.0
+    fetch_timeout: float = 30.0  # a media URL in a chat message (tools scale theirs to the file's size)
+
+    def max_bytes(self, kind: str) -> int:
+        """The size cap of one media kind ("image", "video", "audio"; a ``Modality`` is one):
+        the one table every loader, download and check reads."""
+        caps = {"image": self.image_max_bytes, "video": self.video_max_bytes, "audio": self.audio_max_bytes}
+        if kind not in caps:
+            raise ValueError(f"unknown media kind {kind!r}")
+        return caps[kind]
 
 
 DEFAULT_MEDIA_LIMITS = MediaLimits()

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from tritonmm import contract
 from tritonmm.contract import Capabilities
 from tritonmm.errors import InvalidInput, ServerError
-from tritonmm.media import check_audio
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import InputTensor, TritonHTTP
+from tritonmm.media import Modality
+from tritonmm.media_loaders import loader_for
+from tritonmm.transport import InputTensor, TritonClient
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Transcript:
 
 
 def transcribe(
-    settings: ServerSettings,
+    client: TritonClient,
     model: str,
     caps: Capabilities,
     audio: bytes,
@@ -45,7 +45,7 @@ def transcribe(
     prompt: str | None = None,
     what: str = "the audio",
 ) -> Transcript:
-    check_audio(audio, what, settings.media)
+    loader_for(Modality.AUDIO).check(audio, what, client.settings.media)
     language = (language or "").strip().lower() or None
     if language and caps.languages and language not in caps.languages:
         raise InvalidInput(
@@ -58,7 +58,7 @@ def transcribe(
         InputTensor(contract.ASR_AUDIO, (audio,)),
         InputTensor(contract.ASR_PARAMS, (json.dumps(params).encode(),)),
     ]
-    out = TritonHTTP(settings).infer(model, inputs, [spec.name for spec in contract.ASR_OUTPUTS])
+    out = client.infer(model, inputs, [spec.name for spec in contract.ASR_OUTPUTS])
     try:
         text = out[contract.ASR_TEXT.name][0].decode("utf-8")
         raw_segments = json.loads(out[contract.ASR_SEGMENTS.name][0])
@@ -84,8 +84,8 @@ def silence_wav(seconds: float = 0.5, rate: int = 16_000) -> bytes:
     return out.getvalue()
 
 
-def probe(settings: ServerSettings, model: str, caps: Capabilities) -> None:
+def probe(client: TritonClient, model: str, caps: Capabilities) -> None:
     """Half a second of silence: proves the model decodes audio and answers in the contract's shape."""
-    transcript = transcribe(settings, model, caps, silence_wav(), what="the probe audio")
+    transcript = transcribe(client, model, caps, silence_wav(), what="the probe audio")
     if transcript.duration <= 0:
         raise ServerError(f"model '{model}' decoded no audio from a half-second probe")

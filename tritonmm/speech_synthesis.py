@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from tritonmm import contract
 from tritonmm.contract import Capabilities, Voice
 from tritonmm.errors import InvalidInput, ServerError
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import InferStream, InputTensor, stream_infer
+from tritonmm.transport import InferStream, InputTensor, TritonClient
 
 MAX_CHUNK = 512 * 1024  # 1 MiB of hex per line: far below the daemon's 5 MiB
 
@@ -33,7 +32,7 @@ def pick_voice(caps: Capabilities, model: str, voice: str | None) -> Voice:
 
 
 def synthesize(
-    settings: ServerSettings,
+    client: TritonClient,
     model: str,
     caps: Capabilities,
     text: str,
@@ -52,7 +51,7 @@ def synthesize(
         InputTensor(contract.TTS_VOICE, (chosen.name.encode(),)),
         InputTensor(contract.TTS_FORMAT, (audio_format.encode(),)),
     ]
-    return _audio(stream_infer(settings, model, inputs, [contract.TTS_AUDIO.name]), model)
+    return _audio(client.stream_infer(model, inputs, [contract.TTS_AUDIO.name]), model)
 
 
 def _audio(stream: InferStream, model: str) -> Iterator[bytes]:
@@ -68,7 +67,7 @@ def _audio(stream: InferStream, model: str) -> Iterator[bytes]:
         stream.close()
 
 
-def probe(settings: ServerSettings, model: str, caps: Capabilities) -> None:
+def probe(client: TritonClient, model: str, caps: Capabilities) -> None:
     """One word: proves the model speaks and streams audio back."""
-    if not any(synthesize(settings, model, caps, "Hello.")):
+    if not any(synthesize(client, model, caps, "Hello.")):
         raise ServerError(f"model '{model}' returned no audio for a one-word probe")

@@ -9,8 +9,7 @@ from typing import Any
 
 from tritonmm import contract
 from tritonmm.errors import InvalidInput, ServerError
-from tritonmm.settings import ServerSettings
-from tritonmm.transport import InputTensor, TritonHTTP
+from tritonmm.transport import InputTensor, TritonClient
 
 MAX_LABELS = 64
 
@@ -46,16 +45,16 @@ class Match:
         return max(range(len(self.scores)), key=self.scores.__getitem__)
 
 
-def _infer(settings: ServerSettings, model: str, inputs: list[InputTensor], outputs: tuple) -> dict[str, list]:
-    return TritonHTTP(settings).infer(model, inputs, [spec.name for spec in outputs])
+def _infer(client: TritonClient, model: str, inputs: list[InputTensor], outputs: tuple) -> dict[str, list]:
+    return client.infer(model, inputs, [spec.name for spec in outputs])
 
 
 def _contract_error(model: str, task: contract.Task, exc: Exception) -> ServerError:
     return ServerError(f"model '{model}' answered outside the {task.value} contract: {exc}")
 
 
-def read_text(settings: ServerSettings, model: str, image: bytes) -> OcrResult:
-    out = _infer(settings, model, [InputTensor(contract.OCR_IMAGE, (image,))], contract.OCR_OUTPUTS)
+def read_text(client: TritonClient, model: str, image: bytes) -> OcrResult:
+    out = _infer(client, model, [InputTensor(contract.OCR_IMAGE, (image,))], contract.OCR_OUTPUTS)
     try:
         lines = [
             OcrLine(str(e["text"]), float(e["score"]), [[float(x), float(y)] for x, y in e["box"]])
@@ -67,7 +66,7 @@ def read_text(settings: ServerSettings, model: str, image: bytes) -> OcrResult:
 
 
 def video_frames(
-    settings: ServerSettings, model: str, video: bytes, *, mode: str, count: int, max_side: int | None = None
+    client: TritonClient, model: str, video: bytes, *, mode: str, count: int, max_side: int | None = None
 ) -> tuple[list[Frame], float]:
     """Frames in time order and the video's duration in seconds."""
     if mode not in (contract.FRAMES_KEYFRAMES, contract.FRAMES_UNIFORM):
@@ -79,7 +78,7 @@ def video_frames(
         InputTensor(contract.VIDEO_FILE, (video,)),
         InputTensor(contract.VIDEO_PARAMS, (json.dumps(params).encode(),)),
     ]
-    out = _infer(settings, model, inputs, contract.VIDEO_OUTPUTS)
+    out = _infer(client, model, inputs, contract.VIDEO_OUTPUTS)
     try:
         frames = out[contract.VIDEO_FRAMES_OUT.name]
         stamps = out[contract.VIDEO_TIMESTAMPS.name]
@@ -91,7 +90,7 @@ def video_frames(
         raise _contract_error(model, contract.Task.VIDEO_FRAMES, exc) from None
 
 
-def match(settings: ServerSettings, model: str, image: bytes, labels: list[str]) -> Match:
+def match(client: TritonClient, model: str, image: bytes, labels: list[str]) -> Match:
     labels = [label.strip() for label in labels if label.strip()]
     if not labels:
         raise InvalidInput("give at least one non-empty text or label to match the image against")
@@ -101,7 +100,7 @@ def match(settings: ServerSettings, model: str, image: bytes, labels: list[str])
         InputTensor(contract.MATCH_IMAGE, (image,)),
         InputTensor(contract.MATCH_LABELS, (json.dumps(labels).encode(),)),
     ]
-    out = _infer(settings, model, inputs, contract.MATCH_OUTPUTS)
+    out = _infer(client, model, inputs, contract.MATCH_OUTPUTS)
     try:
         scores = [float(x) for x in out[contract.MATCH_SCORES.name]]
         similarities = [float(x) for x in out[contract.MATCH_SIMILARITIES.name]]

@@ -1,11 +1,13 @@
-"""Talking to Triton: HTTP control plane, gRPC streaming, tensor encoding.
+"""Talking to Triton: one client per server (HTTP pool, gRPC channel, capability cache).
 
-Nothing outside this package imports httpx (except media URL fetching) or grpc;
-nothing in it knows about Dify.
+Nothing outside this package imports httpx (except the guarded media download,
+``tritonmm.fetch_guard``) or grpc; nothing in it knows about Dify. Core modules
+take a ``TritonClient``; handlers get it from ``client_for(settings)``.
 """
 
-from tritonmm.transport.grpc_stream import InferStream, StreamResponse, stream_infer
-from tritonmm.transport.http import TritonHTTP, config_parameters
+from tritonmm.transport.client import TritonClient
+from tritonmm.transport.clients import client_for, close_all
+from tritonmm.transport.grpc_stream import InferStream, StreamResponse
 from tritonmm.transport.tensors import InputTensor
 
-__all__ = ["InferStream", "InputTensor", "StreamResponse", "TritonHTTP", "config_parameters", "stream_infer"]
+__all__ = ["InferStream", "InputTensor", "StreamResponse", "TritonClient", "client_for", "close_all"]

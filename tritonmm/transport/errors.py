@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import grpc
 import httpx
 
-from tritonmm.contract import INVALID_INPUT_PREFIX
+from tritonmm.contract import BUSY_PREFIX, INVALID_INPUT_PREFIX
 from tritonmm.errors import (
     Cancelled,
     ConnectionFailed,
@@ -42,6 +42,8 @@ def from_server_message(message: str, model: str) -> TritonMMError:
     """Classify an error that Triton sent as text only (stream errors carry no code)."""
     if message.startswith(INVALID_INPUT_PREFIX):
         return InvalidInput(message[len(INVALID_INPUT_PREFIX) :])
+    if message.startswith(BUSY_PREFIX):  # not started: retrying later can succeed
+        return Unavailable(f"model '{model}' is busy: {message[len(BUSY_PREFIX) :]}")
     if _UNKNOWN_MODEL.search(message):
         return ModelNotFound(f"model '{model}': {message}")
     if _NOT_READY.search(message):

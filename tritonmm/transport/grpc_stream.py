@@ -1,12 +1,17 @@
 """Streaming inference over Triton's gRPC ``ModelStreamInfer``, one stream per request.
 
-Why raw stubs rather than ``tritonclient.grpc``'s callback API: its stream
-errors lose the request id and its callback runs on a native gRPC thread that
-never wakes the gevent hub inside the Dify SDK (triton-server-notes §1.7, §9).
-A synchronous response iterator, with ``grpc.experimental.gevent`` initialised
-when gevent has patched the process, streams correctly in both worlds.
+Why raw stubs rather than ``tritonclient.grpc``'s callback API: its stream errors
+lose the request id, and its callback runs on a native gRPC thread that never
+wakes the gevent hub the Dify SDK runs handlers on, so a handler waiting for the
+callback hangs. A synchronous response iterator, with ``grpc.experimental.gevent``
+initialised when gevent has patched the process, streams correctly in both worlds.
 
 Media travel as raw bytes in ``raw_input_contents``: no base64, no JSON.
+
+The call itself is opened by a :class:`StreamOpener`: ``GrpcStreamOpener`` on a
+real channel (``tritonmm.transport.client`` owns it), or a stand-in in tests, so
+that everything above the wire (chunking, error mapping, cancellation) runs
+without a server.
 """
 
 from __future__ import annotations
@@ -15,54 +20,58 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritonmm.errors import ConnectionFailed, RequestTimeout
-from tritonmm.settings import ServerSettings
 from tritonmm.transport import tensors
 from tritonmm.transport.errors import from_server_message, translated
 
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
-    # gRPC servers (Triton included) answer pings more often than every 5 minutes without
-    # data with GOAWAY "too_many_pings", which kills a stream waiting on a slow first
-    # token. Dead connections are caught by the read-timeout watchdog instead.
-    ("grpc.keepalive_time_ms", 300_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-]
 
-_channels: dict[str, grpc.Channel] = {}
-_channels_lock = threading.Lock()
-_gevent_ready = False
+class StreamCall(Protocol):
+    """One open ``ModelStreamInfer`` call: iterate for the server's messages; ``cancel()`` ends it."""
+
+    def __iter__(self) -> Iterator[service_pb2.ModelStreamInferResponse]: ...
+
+    def cancel(self) -> Any: ...
 
 
-def _init_gevent_once() -> None:
-    """gRPC's own threads must cooperate with gevent or streams hang (notes §9)."""
-    global _gevent_ready
-    if _gevent_ready:
-        return
-    try:
-        from gevent import monkey
-    except ImportError:
-        monkey = None
-    if monkey is not None and monkey.is_module_patched("socket"):
-        from grpc.experimental import gevent as grpc_gevent
+class StreamOpener(Protocol):
+    """Opens ``ModelStreamInfer`` calls to one server; owns whatever connection that takes."""
 
-        grpc_gevent.init_gevent()
-    _gevent_ready = True
+    def open(self, requests: Iterator[service_pb2.ModelInferRequest]) -> StreamCall:
+        """Start a call that sends ``requests``; raise ``ConnectionFailed`` when the server cannot be reached."""
+        ...
+
+    def close(self) -> None: ...
 
 
-def _channel(target: str) -> grpc.Channel:
-    with _channels_lock:
-        _init_gevent_once()
-        channel = _channels.get(target)
-        if channel is None:
-            channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
-            _channels[target] = channel
-        return channel
+class GrpcStreamOpener:
+    """Calls on one gRPC channel, with the API-key metadata on each."""
+
+    def __init__(
+        self, channel: grpc.Channel, target: str, headers: tuple[tuple[str, str], ...], connect_timeout: float
+    ) -> None:
+        self._channel = channel
+        self._target = target
+        self._metadata = headers or None
+        self._connect_timeout = connect_timeout
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    def open(self, requests: Iterator[service_pb2.ModelInferRequest]) -> StreamCall:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise ConnectionFailed(
+                f"cannot connect to Triton gRPC at {self._target} within {self._connect_timeout:g} s "
+                "(is the server running and the gRPC endpoint right?)"
+            ) from None
+        return self._stub.ModelStreamInfer(requests, metadata=self._metadata)
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 @dataclass(frozen=True)
@@ -79,28 +88,25 @@ class InferStream:
     the model: Triton's cancellation reaches ``request.is_cancelled()``.
     """
 
-    def __init__(self, settings: ServerSettings, model: str, request: service_pb2.ModelInferRequest) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        opener: StreamOpener,
+        model: str,
+        request: service_pb2.ModelInferRequest,
+        *,
+        target: str,
+        read_timeout: float,
+    ) -> None:
         self._model = model
+        self._target = target
+        self._read_timeout = read_timeout
         self._done = threading.Event()
         self._activity = threading.Event()
         self._timed_out = False
-        channel = _channel(settings.grpc_target)
-        self._wait_connected(channel)
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        with translated(settings.grpc_target, model):
-            self._call = stub.ModelStreamInfer(self._requests(request), metadata=settings.headers or None)
+        with translated(target, model):
+            self._call = opener.open(self._requests(request))
         self._watchdog = threading.Thread(target=self._watch, name="tmm-stream-watchdog", daemon=True)
         self._watchdog.start()
-
-    def _wait_connected(self, channel: grpc.Channel) -> None:
-        try:
-            grpc.channel_ready_future(channel).result(timeout=self._settings.timeouts.connect)
-        except grpc.FutureTimeoutError:
-            raise ConnectionFailed(
-                f"cannot connect to Triton gRPC at {self._settings.grpc_target} within "
-                f"{self._settings.timeouts.connect:g} s (is the server running and the gRPC endpoint right?)"
-            ) from None
 
     def _requests(self, request: service_pb2.ModelInferRequest) -> Iterator[service_pb2.ModelInferRequest]:
         yield request
@@ -109,7 +115,7 @@ class InferStream:
     def _watch(self) -> None:
         """Cancel the call when the server stays silent longer than the read timeout."""
         while not self._done.is_set():
-            if not self._activity.wait(self._settings.timeouts.read):
+            if not self._activity.wait(self._read_timeout):
                 if not self._done.is_set():
                     self._timed_out = True
                     self._call.cancel()
@@ -118,7 +124,7 @@ class InferStream:
 
     def __iter__(self) -> Iterator[StreamResponse]:
         try:
-            with translated(self._settings.grpc_target, self._model):
+            with translated(self._target, self._model):
                 for message in self._call:
                     self._activity.set()
                     if message.error_message:
@@ -130,7 +136,7 @@ class InferStream:
         except Exception:
             if self._timed_out:
                 raise RequestTimeout(
-                    f"model '{self._model}' sent nothing for {self._settings.timeouts.read:g} s (read timeout)"
+                    f"model '{self._model}' sent nothing for {self._read_timeout:g} s (read timeout)"
                 ) from None
             raise
         finally:
@@ -164,10 +170,3 @@ def build_request(model: str, inputs: list[tensors.InputTensor], outputs: list[s
     for name in outputs:
         request.outputs.add().name = name
     return request
-
-
-def stream_infer(
-    settings: ServerSettings, model: str, inputs: list[tensors.InputTensor], outputs: list[str]
-) -> InferStream:
-    """Open the stream now (connection errors raise here), iterate for responses."""
-    return InferStream(settings, model, build_request(model, inputs, outputs))

@@ -1,4 +1,4 @@
-"""What every model handler of this provider shares: error mapping, settings, checks."""
+"""What every model handler of this provider shares: error mapping, the server client, checks."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from dify_plugin.errors.model import (
 )
 
 from tritonmm import errors
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Capabilities, Feature, Task
 from tritonmm.diagnose import check_model
 from tritonmm.settings import ServerSettings
+from tritonmm.transport import TritonClient, client_for
 
 # Each leaf of tritonmm.errors lands in exactly one bucket (tests check it).
 ERROR_MAPPING: dict[type[InvokeError], list[type[Exception]]] = {
@@ -62,7 +62,7 @@ class TritonModelMixin:
 
     TASK: ClassVar[Task]
     ALSO_ACCEPTS: ClassVar[tuple[Task, ...]] = ()
-    PROBE: ClassVar[Callable[[ServerSettings, str, Capabilities], None]]
+    PROBE: ClassVar[Callable[[TritonClient, str, Capabilities], None]]
 
     @classmethod
     def tasks(cls) -> tuple[Task, ...]:
@@ -80,8 +80,10 @@ class TritonModelMixin:
         return super()._transform_invoke_error(error)  # type: ignore[misc]
 
     @staticmethod
-    def settings(credentials: Mapping[str, Any]) -> ServerSettings:
-        return ServerSettings.from_credentials(credentials)
+    def client(credentials: Mapping[str, Any]) -> TritonClient:
+        """The server these credentials name, through its one shared client: the only way a
+        handler reaches Triton."""
+        return client_for(ServerSettings.from_credentials(credentials))
 
     def capabilities(self, model: str, credentials: Mapping[str, Any]) -> Capabilities:
         """The model's capabilities, refused by name if it serves another task.
@@ -90,7 +92,7 @@ class TritonModelMixin:
         where the SDK maps nothing: map here.
         """
         try:
-            return model_capabilities(self.settings(credentials), model, self.tasks())
+            return self.client(credentials).capabilities(model, self.tasks())
         except errors.TritonMMError as exc:
             raise self._transform_invoke_error(exc) from exc
 
@@ -98,8 +100,8 @@ class TritonModelMixin:
         """Walk the validation steps; the error says which step failed and why."""
         probe = type(self).PROBE
         try:
-            settings = self.settings(credentials)
-            return check_model(settings, model, self.tasks(), lambda caps: probe(settings, model, caps))
+            client = self.client(credentials)
+            return check_model(client, model, self.tasks(), lambda caps: probe(client, model, caps))
         except errors.TritonMMError as exc:
             raise CredentialsValidateFailedError(str(exc)) from exc
 

@@ -17,7 +17,7 @@ class TritonMultimodalProvider(ModelProvider):
         caps = llm.check_credentials(BUNDLED_MODEL, credentials)
         schema = llm.predefined_schema(BUNDLED_MODEL)
         promised = {f.value for f in (schema.features or [])} if schema else set()
-        missing = promised - {f.value for f in chat_features(llm.settings(credentials), caps)}
+        missing = promised - {f.value for f in chat_features(llm.client(credentials), caps)}
         if missing:
             raise CredentialsValidateFailedError(
                 f"the server's '{BUNDLED_MODEL}' model does not take {', '.join(sorted(missing))} "

@@ -23,9 +23,7 @@ class ImageTextMatchTool(Tool):
         [file] = support.files(tool_parameters, "image")[:1]
         image = support.download(credentials, file, Modality.IMAGE, "the image")
         model = support.text(tool_parameters, "model", "image_text_match")
-        result = vision_tools.match(
-            support.settings(credentials), model, image, labels_of(tool_parameters.get("texts"))
-        )
+        result = vision_tools.match(support.client(credentials), model, image, labels_of(tool_parameters.get("texts")))
         ranked = sorted(
             (
                 {"label": label, "score": round(score, 6), "similarity": round(similarity, 6)}

@@ -18,7 +18,7 @@ class OcrTool(Tool):
         model = support.text(tool_parameters, "model", "ocr")
         draw = support.truthy(tool_parameters, "draw_boxes")
         images = support.files(tool_parameters, "images")
-        server = support.settings(credentials)
+        server = support.client(credentials)
         results = []
         for number, file in enumerate(images, start=1):
             data = support.download(credentials, file, Modality.IMAGE, f"image {number}")

@@ -6,7 +6,6 @@ from dify_plugin.entities.tool import ToolInvokeMessage
 from tools import support
 
 from tritonmm import contract, speech_synthesis
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
 from tritonmm.errors import InvalidInput
 
@@ -20,8 +19,8 @@ class SpeakTool(Tool):
         audio_format = support.text(tool_parameters, "format", contract.AUDIO_MP3)
         if audio_format not in MIME:
             raise InvalidInput(f"'format' must be one of {', '.join(MIME)}, got {audio_format!r}")
-        server = support.settings(credentials)
-        caps = model_capabilities(server, model, Task.TEXT_TO_SPEECH)
+        server = support.client(credentials)
+        caps = server.capabilities(model, Task.TEXT_TO_SPEECH)
         voice = speech_synthesis.pick_voice(caps, model, support.text(tool_parameters, "voice") or None)
         text = support.text(tool_parameters, "text")
         audio = b"".join(

@@ -1,4 +1,4 @@
-"""What every tool of this provider shares: settings, the file policy, parameters, downloads.
+"""What every tool of this provider shares: the server client, parameters, downloads.
 
 No ``Tool`` subclass lives here: the SDK requires exactly one per tool module,
 and a base class imported into a module would count as a second.
@@ -11,14 +11,15 @@ from typing import Any
 
 from dify_plugin.file.file import File
 
-from tritonmm import chat, tool_files
-from tritonmm.capabilities import model_capabilities
+from tritonmm import chat
 from tritonmm.chat import ChatParams
 from tritonmm.contract import Task
 from tritonmm.errors import InvalidInput
 from tritonmm.media import Modality
+from tritonmm.media_loaders import loader_for
 from tritonmm.messages import MediaPart, Message, TextPart
 from tritonmm.settings import ServerSettings, flag
+from tritonmm.transport import TritonClient, client_for
 
 CRED_ALLOW_ADMIN = "allow_admin"
 CRED_METRICS_URL = "metrics_url"
@@ -29,8 +30,10 @@ def truthy(parameters: Mapping[str, Any], name: str) -> bool:
     return flag(parameters, name, False)
 
 
-def settings(credentials: Mapping[str, Any]) -> ServerSettings:
-    return ServerSettings.from_credentials(credentials)
+def client(credentials: Mapping[str, Any]) -> TritonClient:
+    """The server these credentials name, through its one shared client: the only way a tool
+    reaches Triton."""
+    return client_for(ServerSettings.from_credentials(credentials))
 
 
 def text(parameters: Mapping[str, Any], name: str, default: str = "") -> str:
@@ -63,12 +66,9 @@ def files(parameters: Mapping[str, Any], name: str) -> list[File]:
 def download(credentials: Mapping[str, Any], file: File, modality: Modality, what: str) -> bytes:
     """The file's bytes under the SSRF policy, capped by size and checked by content."""
     label = f"{what} ({file.filename})" if file.filename else what
-    server = settings(credentials)
-    return tool_files.download(
+    return loader_for(modality).download(
         file.url,
-        modality,
-        server.url_policy,
-        server.media,
+        ServerSettings.from_credentials(credentials),
         declared_size=file.size,
         claimed_mime=file.mime_type or "",
         what=label,
@@ -84,8 +84,8 @@ def answer(
     """
     if not question:
         raise InvalidInput("'question' is empty")
-    server = settings(credentials)
-    caps = model_capabilities(server, model, Task.CHAT)
+    server = client(credentials)
+    caps = server.capabilities(model, Task.CHAT)
     messages = [Message("user", (*media, TextPart(question)))]
     chunks = chat.open_chat(server, model, messages, ChatParams(max_tokens=max_tokens), caps)
     return (chunk.text for chunk in chunks)

@@ -7,7 +7,6 @@ from dify_plugin.file.entities import FileType
 from tools import support
 
 from tritonmm import speech
-from tritonmm.capabilities import model_capabilities
 from tritonmm.contract import Task
 from tritonmm.media import Modality
 from tritonmm.subtitles import to_srt, to_vtt
@@ -21,8 +20,8 @@ class TranscribeTool(Tool):
         # A video is fetched under the video cap; the server transcribes its sound track.
         modality = Modality.VIDEO if file.type == FileType.VIDEO else Modality.AUDIO
         data = support.download(credentials, file, modality, "the recording")
-        server = support.settings(credentials)
-        caps = model_capabilities(server, model, Task.SPEECH_TO_TEXT)
+        server = support.client(credentials)
+        caps = server.capabilities(model, Task.SPEECH_TO_TEXT)
         transcript = speech.transcribe(
             server,
             model,

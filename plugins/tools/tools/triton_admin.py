@@ -16,7 +16,7 @@ CONTROL_ACTIONS = ("load", "unload", "reload")
 class TritonAdminTool(Tool):
     def _invoke(self, tool_parameters: dict[str, Any]) -> Generator[ToolInvokeMessage, None, None]:
         credentials = self.runtime.credentials
-        server = support.settings(credentials)
+        server = support.client(credentials)
         action = support.text(tool_parameters, "action", "health")
         model = support.text(tool_parameters, "model")
         if action == "health":

@@ -19,7 +19,7 @@ class VideoKeyframesTool(Tool):
         [file] = support.files(tool_parameters, "video")[:1]
         video = support.download(credentials, file, Modality.VIDEO, "the video")
         frames, duration = vision_tools.video_frames(
-            support.settings(credentials),
+            support.client(credentials),
             support.text(tool_parameters, "model", "video_frames"),
             video,
             mode=support.text(tool_parameters, "mode", contract.FRAMES_KEYFRAMES),

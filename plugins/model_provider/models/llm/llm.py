@@ -14,7 +14,6 @@ from models.common import TritonModelMixin, customizable_schema
 from models.llm.convert import to_chat_params, to_messages
 
 from tritonmm import chat
-from tritonmm.capabilities import model_capabilities
 from tritonmm.chat import ChatChunk, ChatParams
 from tritonmm.contract import Task
 from tritonmm.errors import TritonMMError
@@ -43,10 +42,10 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
     ) -> LLMResult | Generator[LLMResultChunk, None, None]:
         # Everything up to the first token happens here, synchronously, so the
         # SDK maps its errors; the generator maps its own (it runs later).
-        settings = self.settings(credentials)
+        client = self.client(credentials)
         caps = self.capabilities(model, credentials)
         params = to_chat_params(model_parameters, stop)
-        chunks = chat.open_chat(settings, model, to_messages(prompt_messages), params, caps)
+        chunks = chat.open_chat(client, model, to_messages(prompt_messages), params, caps)
         if stream:
             return self._stream(model, credentials, chunks)
         return self._collect(model, credentials, chunks)
@@ -96,9 +95,9 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
     ) -> int:
         """Counted by the model's own tokenizer on the server, image tokens included."""
         try:
-            settings = self.settings(credentials)
-            caps = model_capabilities(settings, model, Task.CHAT)
-            chunks = chat.open_chat(settings, model, to_messages(prompt_messages), ChatParams(max_tokens=0), caps)
+            client = self.client(credentials)
+            caps = client.capabilities(model, Task.CHAT)
+            chunks = chat.open_chat(client, model, to_messages(prompt_messages), ChatParams(max_tokens=0), caps)
             return max((c.prompt_tokens for c in chunks), default=0)
         except TritonMMError as exc:
             logger.warning("token count for %s unavailable: %s", model, exc)
@@ -108,7 +107,7 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         """Features and context size come from the model's Triton config."""
         caps = self.capabilities(model, credentials)
         properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
-        features = chat_features(self.settings(credentials), caps)  # audio also by cascade
+        features = chat_features(self.client(credentials), caps)  # audio also by cascade
         return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules(), features)
 
     def _bundled_parameter_rules(self) -> list:

@@ -31,7 +31,7 @@ class TritonMultimodalRerankModel(TritonModelMixin, RerankModel):
     ) -> RerankResult:
         caps = self.capabilities(model, credentials)
         ranked = rerank.rerank(
-            self.settings(credentials), model, caps, query, list(docs), score_threshold=score_threshold, top_n=top_n
+            self.client(credentials), model, caps, query, list(docs), score_threshold=score_threshold, top_n=top_n
         )
         return RerankResult(model=model, docs=_documents(ranked))
 
@@ -46,15 +46,15 @@ class TritonMultimodalRerankModel(TritonModelMixin, RerankModel):
         user: str | None = None,
     ) -> MultiModalRerankResult:
         """An image or text query against image or text documents, through a CLIP-family model."""
-        settings = self.settings(credentials)
+        client = self.client(credentials)
         caps = self.capabilities(model, credentials)
-        query_item = embedding.content_item(query.content_type.value, query.content, "the query", settings)
+        query_item = embedding.content_item(query.content_type.value, query.content, "the query", client)
         items = [
-            embedding.content_item(d.content_type.value, d.content, f"document {i + 1}", settings)
+            embedding.content_item(d.content_type.value, d.content, f"document {i + 1}", client)
             for i, d in enumerate(docs)
         ]
         texts = [d.content for d in docs]
-        ranked = rerank.rerank_contents(settings, model, caps, query_item, items, texts, score_threshold, top_n)
+        ranked = rerank.rerank_contents(client, model, caps, query_item, items, texts, score_threshold, top_n)
         return MultiModalRerankResult(model=model, docs=_documents(ranked))
 
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:

@@ -11,6 +11,7 @@ from models.common import TritonModelMixin, customizable_schema
 
 from tritonmm import speech
 from tritonmm.contract import Task
+from tritonmm.media import Modality
 from tritonmm.settings import DEFAULT_MEDIA_LIMITS
 
 # Model credentials (the customizable form) that steer transcription.
@@ -24,10 +25,10 @@ class TritonMultimodalSpeech2TextModel(TritonModelMixin, Speech2TextModel):
     PROBE = staticmethod(speech.probe)
 
     def _invoke(self, model: str, credentials: dict, file: IO[bytes], user: str | None = None) -> str:
-        settings = self.settings(credentials)
+        client = self.client(credentials)
         caps = self.capabilities(model, credentials)
         transcript = speech.transcribe(
-            settings,
+            client,
             model,
             caps,
             file.read(),
@@ -39,7 +40,7 @@ class TritonMultimodalSpeech2TextModel(TritonModelMixin, Speech2TextModel):
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         caps = self.capabilities(model, credentials)
         properties = {
-            ModelPropertyKey.FILE_UPLOAD_LIMIT: DEFAULT_MEDIA_LIMITS.audio_max_bytes // 2**20,
+            ModelPropertyKey.FILE_UPLOAD_LIMIT: DEFAULT_MEDIA_LIMITS.max_bytes(Modality.AUDIO) // 2**20,
             ModelPropertyKey.SUPPORTED_FILE_EXTENSIONS: EXTENSIONS,
         }
         return customizable_schema(model, ModelType.SPEECH2TEXT, caps, properties)

@@ -67,13 +67,13 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
         input_type: EmbeddingInputType = EmbeddingInputType.DOCUMENT,
     ) -> MultiModalEmbeddingResult:
         """Texts and images (raw base64) into one vector space, in input order."""
-        settings = self.settings(credentials)
+        client = self.client(credentials)
         caps = self.capabilities(model, credentials)
         items = [
-            embedding.content_item(d.content_type.value, d.content, f"document {i + 1}", settings)
+            embedding.content_item(d.content_type.value, d.content, f"document {i + 1}", client)
             for i, d in enumerate(documents)
         ]
-        result = embedding.embed_contents(settings, model, caps, items)
+        result = embedding.embed_contents(client, model, caps, items)
         vectors = fit_one_message(result.vectors)
         usage = self._usage(model, credentials, sum(result.tokens))
         return MultiModalEmbeddingResult(model=model, embeddings=vectors, usage=usage)
@@ -87,7 +87,7 @@ class TritonMultimodalTextEmbeddingModel(TritonModelMixin, TextEmbeddingModel):
 
     def _embed(self, model: str, credentials: Mapping, texts: list[str], input_type: str) -> embedding.Embeddings:
         caps = self.capabilities(model, credentials)
-        return embedding.embed_texts(self.settings(credentials), model, caps, list(texts), input_type)
+        return embedding.embed_texts(self.client(credentials), model, caps, list(texts), input_type)
 
     def _usage(self, model: str, credentials: dict, tokens: int) -> EmbeddingUsage:
         price = self.get_price(model=model, credentials=credentials, price_type=PriceType.INPUT, tokens=tokens)

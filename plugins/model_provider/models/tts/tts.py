@@ -32,7 +32,7 @@ class TritonMultimodalTTSModel(TritonModelMixin, TTSModel):
         # the generator maps its own.
         caps = self.capabilities(model, credentials)
         chunks = speech_synthesis.synthesize(
-            self.settings(credentials), model, caps, content_text, voice=voice, audio_format=AUDIO_MP3
+            self.client(credentials), model, caps, content_text, voice=voice, audio_format=AUDIO_MP3
         )
         return self._stream(chunks)
 
