@@ -108,10 +108,13 @@ class TritonPythonModel:
 
 
 # Answers with the MESSAGES_JSON it received, as one token: shows what the plugin
-# made of a request (e.g. audio parts replaced by transcripts).
+# made of a request (e.g. audio parts replaced by transcripts, the size images arrive at).
 ECHO_CHAT_CODE = """
+import io
+
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from PIL import Image
 from tritonmm import contract
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -126,8 +129,13 @@ class TritonPythonModel:
         for request in requests:
             sender = request.get_response_sender()
             messages = pb_utils.get_input_tensor_by_name(request, contract.CHAT_MESSAGES.name).as_numpy()[0]
+            images = pb_utils.get_input_tensor_by_name(request, contract.CHAT_IMAGES.name)
             audios = pb_utils.get_input_tensor_by_name(request, contract.CHAT_AUDIOS.name)
-            text = messages.decode() + (f" AUDIOS={audios.as_numpy().size}" if audios is not None else "")
+            text = messages.decode()
+            if images is not None:
+                sizes = (Image.open(io.BytesIO(blob)).size for blob in images.as_numpy())
+                text += " IMAGES=" + ",".join(f"{w}x{h}" for w, h in sizes)
+            text += f" AUDIOS={audios.as_numpy().size}" if audios is not None else ""
             sender.send(
                 pb_utils.InferenceResponse([
                     tensor(contract.CHAT_TEXT, text.encode(), np.object_),
