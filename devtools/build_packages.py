@@ -2,10 +2,15 @@
 
 Usage::
 
-    python -m devtools.build_packages [--out dist] [plugin_dir ...]
+    python -m devtools.build_packages [--out dist] [--online-only] [plugin_dir ...]
 
 A plugin directory is one that holds a ``manifest.yaml``. Each one becomes
-``<out>/<name>-<version>.difypkg`` and the command prints its path, size, sha256 and file count.
+``<out>/<name>-<version>.difypkg`` (the daemon installs its dependencies from PyPI) and, unless
+``--online-only``, ``<name>-<version>-offline-linux-amd64.difypkg`` and ``...-arm64.difypkg`` (every
+dependency as a wheel inside, for daemons without internet; see devtools.offline_wheels). The
+command prints each package's path, size, sha256 and file count. The offline packages are built
+by default because the closed networks Triton mostly lives in need them; their wheels are cached
+under ``.cache/wheels/<platform>``, so only the first build downloads them (about 100 MB).
 
 Why not ``dify plugin package``: it needs the Go CLI (and ``uv``), stamps files with their
 filesystem times, and walks with Go's ``filepath.WalkDir``, which does not follow symlinks, so
@@ -26,12 +31,15 @@ import os
 import re
 import stat
 import sys
+import time
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.offline_wheels import WheelError, fetch_wheels
 from devtools.pkgcheck import read_manifest, validate_zip
+from devtools.pkgcheck.platforms import OFFLINE_REQUIREMENTS_FIRST_LINE, TARGETS, Target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXED_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
@@ -40,6 +48,10 @@ DEFLATE_LEVEL = 6  # explicit, so the output does not depend on zipfile's defaul
 UNIX_SYSTEM = 3  # zip "made by" value under which external_attr holds a Unix mode
 # Never packaged, whatever the ignore file says: bytecode is machine-specific and unreproducible.
 ALWAYS_IGNORED = ("__pycache__/", "*.pyc")
+WHEEL_CACHE = REPO_ROOT / ".cache" / "wheels"
+# Left out of an offline package: the daemon prefers pyproject.toml + uv.lock over requirements.txt
+# and `uv sync` would reach PyPI for the URLs in the lock; requirements.txt is written anew.
+ONLINE_ONLY_FILES = frozenset({"pyproject.toml", "uv.lock", "requirements.txt"})
 
 
 class BuildError(Exception):
@@ -169,6 +181,23 @@ class SourceFile:
     arcname: str  # path inside the package, "/"-separated
     path: Path  # where the bytes come from (through any symlinks)
 
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A package entry written by the builder itself (the offline requirements.txt)."""
+
+    arcname: str
+    content: bytes
+
+    def read(self) -> bytes:
+        return self.content
+
+
+PackageEntry = SourceFile | GeneratedFile
+
 
 def collect_files(plugin_dir: Path) -> list[SourceFile]:
     """Files to package, sorted by archive name; symlinks are followed, ignored paths pruned."""
@@ -206,7 +235,7 @@ def _walk(
             raise BuildError(f"{arcname}: not a regular file or directory")
 
 
-def write_zip(files: Iterable[SourceFile]) -> bytes:
+def write_zip(files: Iterable[PackageEntry]) -> bytes:
     """Zip ``files`` deterministically: sorted, files only, fixed time and mode, deflate."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -215,7 +244,7 @@ def write_zip(files: Iterable[SourceFile]) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.create_system = UNIX_SYSTEM
             info.external_attr = (stat.S_IFREG | FILE_MODE) << 16
-            archive.writestr(info, source.path.read_bytes(), compresslevel=DEFLATE_LEVEL)
+            archive.writestr(info, source.read(), compresslevel=DEFLATE_LEVEL)
     return buffer.getvalue()
 
 
@@ -234,16 +263,40 @@ class BuiltPackage:
 
 def build_plugin(plugin_dir: Path, out_dir: Path) -> BuiltPackage:
     """Package one plugin into ``out_dir``; raises BuildError instead of writing an invalid one."""
+    _require_manifest(plugin_dir)
+    return _write_package(plugin_dir, collect_files(plugin_dir), out_dir, suffix="")
+
+
+def build_offline_plugin(
+    plugin_dir: Path, out_dir: Path, target: Target, wheel_cache: Path = WHEEL_CACHE
+) -> BuiltPackage:
+    """The offline variant for ``target``: the wheels of every locked runtime dependency under
+    ``wheels/``, a requirements.txt that installs only from them, no pyproject.toml or uv.lock."""
+    _require_manifest(plugin_dir)
+    try:
+        wheels = fetch_wheels(plugin_dir / "uv.lock", target, wheel_cache / target.key)
+    except WheelError as exc:
+        raise BuildError(f"{plugin_dir}: {exc}") from exc
+    requirements = "".join(f"{wheel.name}=={wheel.version}\n" for wheel in wheels)
+    files: list[PackageEntry] = [f for f in collect_files(plugin_dir) if f.arcname not in ONLINE_ONLY_FILES]
+    files.append(GeneratedFile("requirements.txt", f"{OFFLINE_REQUIREMENTS_FIRST_LINE}\n{requirements}".encode()))
+    files += [SourceFile(f"wheels/{wheel.filename}", wheel.path) for wheel in wheels]
+    return _write_package(plugin_dir, files, out_dir, suffix=f"-offline-{target.key}")
+
+
+def _require_manifest(plugin_dir: Path) -> None:
     if not (plugin_dir / "manifest.yaml").is_file():
         raise BuildError(f"{plugin_dir}: no manifest.yaml, not a plugin directory")
-    files = collect_files(plugin_dir)
+
+
+def _write_package(plugin_dir: Path, files: list[PackageEntry], out_dir: Path, suffix: str) -> BuiltPackage:
     data = write_zip(files)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         problems = validate_zip(archive)
         if problems:
             raise BuildError(f"{plugin_dir}: the package fails validation", problems)
         manifest = read_manifest(archive)
-    target = out_dir / f"{manifest['name']}-{manifest['version']}.difypkg"
+    target = out_dir / f"{manifest['name']}-{manifest['version']}{suffix}.difypkg"
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
     partial.write_bytes(data)
@@ -258,9 +311,14 @@ def discover_plugins(plugins_root: Path) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.build_packages",
-        description="Build plugins/*/ into deterministic, validated .difypkg files.",
+        description="Build plugins/*/ into deterministic, validated .difypkg files (online and offline).",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "dist", help="output directory (default: dist)")
+    parser.add_argument(
+        "--online-only",
+        action="store_true",
+        help="skip the offline linux-amd64/arm64 packages (their wheels: .cache/wheels, ~100 MB once)",
+    )
     parser.add_argument("plugin_dirs", nargs="*", type=Path, help="plugin directories (default: plugins/*/)")
     args = parser.parse_args(argv)
     plugin_dirs = args.plugin_dirs or discover_plugins(REPO_ROOT / "plugins")
@@ -272,15 +330,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     status = 0
     for plugin_dir in plugin_dirs:
-        try:
-            built = build_plugin(plugin_dir, args.out)
-        except BuildError as exc:
-            status = 1
-            print(f"error: {exc}", file=sys.stderr)
-            for problem in exc.problems:
-                print(f"  - {problem}", file=sys.stderr)
-            continue
-        print(f"{built.path}  {built.size} bytes  sha256={built.sha256}  {built.file_count} files")
+        builds = [functools.partial(build_plugin, plugin_dir, args.out)]
+        if not args.online_only:
+            builds += [functools.partial(build_offline_plugin, plugin_dir, args.out, t) for t in TARGETS.values()]
+        for build in builds:
+            started = time.perf_counter()
+            try:
+                built = build()
+            except BuildError as exc:
+                status = 1
+                print(f"error: {exc}", file=sys.stderr)
+                for problem in exc.problems:
+                    print(f"  - {problem}", file=sys.stderr)
+                break  # the offline variants would fail the same way
+            print(
+                f"{built.path}  {built.size} bytes  sha256={built.sha256}  {built.file_count} files"
+                f"  ({time.perf_counter() - started:.1f} s)"
+            )
     return status
 
 

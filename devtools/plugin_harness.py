@@ -70,8 +70,12 @@ def uv_binary() -> str:
     return found
 
 
-def install(package: Path, dest: Path, *, uv_cache: Path | None = None) -> Path:
-    """Unpack and install a package the way the daemon's local runtime does."""
+def install(package: Path, dest: Path, *, uv_cache: Path | None = None, network: bool = True) -> Path:
+    """Unpack and install a package the way the daemon's local runtime does.
+
+    ``network=False`` runs uv in a network namespace without interfaces: a daemon in a closed
+    network. Only an offline package (requirements.txt from its own wheels/) installs there.
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -85,17 +89,31 @@ def install(package: Path, dest: Path, *, uv_cache: Path | None = None) -> Path:
         "UV_CACHE_DIR": str(uv_cache or dest.parent / ".uv-cache"),
         **{k: os.environ[k] for k in _UV_PASSTHROUGH if k in os.environ},
     }
-    uv = uv_binary()
-    _run([uv, "venv", ".venv", "--python", python312()], dest, env)
+    uv = [*([] if network else no_network_prefix()), uv_binary()]
+    _run([*uv, "venv", ".venv", "--python", python312()], dest, env)
     if (dest / "pyproject.toml").exists() and (dest / "uv.lock").exists():
-        _run([uv, "sync", "--no-dev", "--frozen"], dest, env)
+        _run([*uv, "sync", "--no-dev", "--frozen"], dest, env)
     else:
-        _run([uv, "pip", "install", "-r", "requirements.txt"], dest, env)
+        _run([*uv, "pip", "install", "-r", "requirements.txt"], dest, env)
     # The daemon marks a finished install; a missing marker means "reinstall".
     marker = dest / ".venv" / "dify" / "plugin.json"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"timestamp": int(time.time())}))
     return dest
+
+
+def no_network_prefix() -> list[str]:
+    """A command prefix that runs its command in a new network namespace: no interface but a down loopback.
+
+    Root can create one directly; other users through a user namespace that maps them to root.
+    """
+    for prefix in (["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
+        try:
+            if subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+                return prefix
+        except FileNotFoundError:
+            break
+    raise RuntimeError("an install without network needs `unshare --net` (util-linux; root or user namespaces)")
 
 
 _UV_PASSTHROUGH = (

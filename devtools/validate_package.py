@@ -3,6 +3,7 @@
 Usage::
 
     python -m devtools.validate_package dist/*.difypkg      # exit status 1 if any problem
+    python -m devtools.validate_package --public-key keys/tritonmm.public.pem dist/*.signed.difypkg
 """
 
 from __future__ import annotations
@@ -21,10 +22,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Check .difypkg files against the Dify daemon/SDK install rules.",
     )
     parser.add_argument("packages", nargs="+", type=Path, help=".difypkg files to check")
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="require a signature this PEM key verifies (repeatable: any one of them)",
+    )
     args = parser.parse_args(argv)
     failed = False
     for package in args.packages:
-        problems = validate(package)
+        problems = validate(package, args.public_key)
         if problems:
             failed = True
             print(f"{package}: {len(problems)} problem(s)")

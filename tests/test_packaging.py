@@ -365,13 +365,13 @@ def test_build_cli_prints_and_refuses_invalid_plugins(
     model_plugin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "dist"
-    assert build_packages.main(["--out", str(out), str(model_plugin)]) == 0
+    assert build_packages.main(["--online-only", "--out", str(out), str(model_plugin)]) == 0
     printed = capsys.readouterr().out
     assert "fake_models-0.1.0.difypkg" in printed and "sha256=" in printed
     assert f"{len(EXPECTED_ENTRIES)} files" in printed
 
     edit(model_plugin / "manifest.yaml", "version: 0.1.0", "version: v0.2.0")
-    assert build_packages.main(["--out", str(out), str(model_plugin)]) == 1
+    assert build_packages.main(["--online-only", "--out", str(out), str(model_plugin)]) == 1
     assert "version 'v0.2.0' does not match" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == ["fake_models-0.1.0.difypkg"]
 

@@ -41,6 +41,10 @@ R_TEMPLATE = "§1.7/§9.9 daemon: use_template not found"
 R_TOOL_PROVIDER = "§5.4 tool provider schema"
 R_TOOL = "§5.4 tool schema"
 R_SOURCE = "§1.7/§5.4 SDK imports extra.python sources"
+R_OFFLINE = "§2.2 daemon: pyproject.toml wins over requirements.txt, uv pip install -r requirements.txt offline"
+R_WHEELS = "§2.2 uv pip install --no-index resolves from wheels/ alone"
+R_I18N = "§1.8 Dify's UI languages: en_US, zh_Hans, ja_JP, pt_BR, each under 1024 characters"
+R_README = "§1.8 daemon AvailableI18nReadme: readme/README_<lang>.md"
 
 # --------------------------------------------------------------------------------------------
 # Reading the package
@@ -98,11 +102,15 @@ class PackageView:
     def has_asset(self, name: str) -> bool:
         return self.has(f"_assets/{name}")
 
-    def read_text(self, path: str, rule: str) -> str:
+    def read_bytes(self, path: str, rule: str) -> bytes:
         if not self.has(path):
             raise PackageFileError(f"{path}: file is missing [{rule}]")
+        return self._zf.read(_clean(path))
+
+    def read_text(self, path: str, rule: str) -> str:
+        data = self.read_bytes(path, rule)
         try:
-            return self._zf.read(_clean(path)).decode("utf-8")
+            return data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PackageFileError(f"{path}: not valid UTF-8 ({exc}) [{rule}]") from exc
 
