@@ -82,7 +82,8 @@ def translated(target: str, model: str = "") -> Iterator[None]:
     except grpc.RpcError as exc:
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
-        if code is grpc.StatusCode.INVALID_ARGUMENT or code is grpc.StatusCode.NOT_FOUND or code is None:
+        by_text = code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, None)
+        if by_text or (details or "").startswith(BUSY_PREFIX):
             raise from_server_message(details or str(exc), model) from exc
         kind = _GRPC_CODES.get(code, ServerError)
         raise kind(f"Triton gRPC at {target}: {code.name}: {details}") from exc

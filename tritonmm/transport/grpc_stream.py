@@ -61,9 +61,11 @@ class GrpcStreamOpener:
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
     def open(self, requests: Iterator[service_pb2.ModelInferRequest]) -> StreamCall:
+        ready = grpc.channel_ready_future(self._channel)
         try:
-            grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
+            ready.result(timeout=self._connect_timeout)
         except grpc.FutureTimeoutError:
+            ready.cancel()  # else it keeps polling the channel, after close() too
             raise ConnectionFailed(
                 f"cannot connect to Triton gRPC at {self._target} within {self._connect_timeout:g} s "
                 "(is the server running and the gRPC endpoint right?)"
