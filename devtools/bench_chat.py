@@ -25,7 +25,8 @@ from tritonmm.media import Modality
 from tritonmm.messages import MediaPart, Message, TextPart
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import TritonClient
-from tritonmm_server.ops.planning import LaunchOptions, launch
+from tritonmm_server.ops.planning import LaunchOptions
+from tritonmm_server.ops.serve import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "bench"

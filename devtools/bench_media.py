@@ -29,7 +29,8 @@ from devtools.demo import demo_picture
 from tritonmm import contract, embedding, speech, speech_synthesis
 from tritonmm.settings import ServerSettings
 from tritonmm.transport import TritonClient
-from tritonmm_server.ops.planning import LaunchOptions, launch
+from tritonmm_server.ops.planning import LaunchOptions
+from tritonmm_server.ops.serve import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "bench"

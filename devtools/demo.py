@@ -20,8 +20,10 @@ from PIL import Image, ImageDraw, ImageFont
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin, discover_plugins
 from devtools.files_server import FilesServer
-from tritonmm_server.ops.planning import LaunchOptions, launch, serve_foreground
-from tritonmm_server.ops.server import PortInUse, check_port_free
+from tritonmm_server.ops.errors import PortInUse
+from tritonmm_server.ops.network import check_port_free
+from tritonmm_server.ops.planning import LaunchOptions
+from tritonmm_server.ops.serve import launch, serve_foreground
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".cache" / "demo"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +26,11 @@ from devtools.build_packages import build_plugin
 from devtools.files_server import FilesServer
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
-from tritonmm_server.ops.planning import LaunchOptions, ensure_tiny_model, plan_models
+from tritonmm_server.ops.planning import LaunchOptions, plan_models
 from tritonmm_server.ops.repository import list_models, render_repository, set_parameters
 from tritonmm_server.ops.server import TritonServer
 from tritonmm_server.tiny.build import FEATURES
+from tritonmm_server.tiny.cache import ensure_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 # TMM_TEST_WORK: another work folder, so that two checkouts or sessions can run the suite at once.
@@ -75,6 +76,18 @@ def render_test_repository(dest: Path) -> Path:
     )
     write_fixture_models(dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_work_dir() -> Path:
+    """The work dir whose ``tiny/<arch>`` builds every test shares (the launcher's layout)."""
+    return WORK
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_work_dir: Path) -> Callable[[str], Path]:
+    """``tiny_model(arch)``: the session's tiny build of ``arch``, built once and reused by every test."""
+    return lambda arch: ensure_tiny_model(tiny_work_dir, arch)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -206,11 +207,8 @@ def test_directories_that_are_not_whisper_are_refused_by_name(tmp_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("transformers")
-    from tritonmm_server.tiny.build import build_tiny_model
-
-    return build_tiny_model("whisper", tmp_path_factory.mktemp("tiny") / "whisper")
+def tiny_whisper_dir(tiny_model: Callable[[str], Path]) -> Path:
+    return tiny_model("whisper")
 
 
 @pytest.fixture(scope="module")

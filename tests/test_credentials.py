@@ -9,7 +9,8 @@ import pytest
 from devtools.plugin_harness import PluginError, PluginProcess
 from tests.conftest import WORK
 from tests.fixture_models import BROKEN_MESSAGE
-from tritonmm_server.ops.server import TritonServer, free_ports
+from tritonmm_server.ops.network import free_ports
+from tritonmm_server.ops.server import TritonServer
 
 
 def validate_model(plugin: PluginProcess, credentials: dict, model: str) -> list[dict]:

@@ -20,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from tritonmm_server.ops.planning import EMBEDDING_PACKAGE, LaunchError, LaunchOptions, plan_models
+from tritonmm.contract import CRED_GRPC_ENDPOINT, CRED_SERVER_URL
+from tritonmm_server.ops.errors import LaunchError, ModelLoadError, PortInUse
+from tritonmm_server.ops.paths import REPO_ROOT
+from tritonmm_server.ops.planning import LaunchOptions, plan_models
+from tritonmm_server.ops.process import SHM_DIR, group_members
 from tritonmm_server.ops.repository import (
     MARKER_NAME,
     RepositoryError,
@@ -28,14 +32,8 @@ from tritonmm_server.ops.repository import (
     render_repository,
     set_parameters,
 )
-from tritonmm_server.ops.server import (
-    REPO_ROOT,
-    SHM_DIR,
-    ModelLoadError,
-    PortInUse,
-    TritonServer,
-    group_members,
-)
+from tritonmm_server.ops.server import TritonServer
+from tritonmm_server.ops.weights import EMBEDDING_PACKAGE
 
 needs_server = pytest.mark.skipif(
     importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("tritonclient") is None,
@@ -443,14 +441,13 @@ def test_rerank_model_gets_the_bundled_minilm_or_a_cross_encoder(
         plan_models(LaunchOptions(repository=tmp_path / "repo", models=["rerank"]))
 
 
-def test_multimodal_embedding_gets_a_tiny_clip_or_a_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("transformers", reason="the tiny CLIP build needs torch and transformers")
+def test_multimodal_embedding_gets_a_tiny_clip_or_a_checkpoint(tmp_path: Path, tiny_work_dir: Path) -> None:
     write_model(tmp_path / "repo", "multimodal_embedding", ADD_MODEL, MULTIMODAL_CONFIG)
     out = io.StringIO()
 
-    [plan] = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"), out)
+    [plan] = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tiny_work_dir), out)
 
-    tiny = (tmp_path / "work" / "tiny" / "clip").resolve()  # no CLIP weights install from PyPI
+    tiny = (tiny_work_dir / "tiny" / "clip").resolve()  # no CLIP weights install from PyPI
     assert (plan.task, plan.weights, plan.model_path) == ("multimodal_embedding", "tiny", tiny)
     assert plan.parameters == {"tmm.model_path": str(tiny), "tmm.weights": "tiny", "tmm.context_size": "77"}
     assert "multimodal_embedding: TINY RANDOM WEIGHTS" in out.getvalue()
@@ -475,17 +472,16 @@ def test_multimodal_embedding_gets_a_tiny_clip_or_a_checkpoint(tmp_path: Path) -
         plan_models(options)
 
 
-def test_image_text_match_gets_a_tiny_clip_and_video_frames_no_weights(tmp_path: Path) -> None:
-    pytest.importorskip("transformers", reason="the tiny CLIP build needs torch and transformers")
+def test_image_text_match_gets_a_tiny_clip_and_video_frames_no_weights(tmp_path: Path, tiny_work_dir: Path) -> None:
     write_model(
         tmp_path / "repo", "image_text_match", ADD_MODEL, EMBEDDING_CONFIG.replace("text_embedding", "image_text_match")
     )
     write_model(tmp_path / "repo", "video_frames", ADD_MODEL, CHAT_CONFIG.replace("chat", "video_frames"))
     out = io.StringIO()
 
-    match, frames = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tmp_path / "work"), out)
+    match, frames = plan_models(LaunchOptions(repository=tmp_path / "repo", work_dir=tiny_work_dir), out)
 
-    tiny = (tmp_path / "work" / "tiny" / "clip").resolve()
+    tiny = (tiny_work_dir / "tiny" / "clip").resolve()
     assert (match.task, match.weights, match.model_path) == ("image_text_match", "tiny", tiny)
     assert match.parameters == {"tmm.model_path": str(tiny), "tmm.weights": "tiny", "tmm.context_size": "77"}
     assert "--checkpoint image_text_match=/path/to/clip-vit-base-patch32" in out.getvalue()
@@ -577,9 +573,35 @@ def test_speech_to_text_gets_whisper_tiny_en_or_a_whisper_checkpoint(
         plan_models(LaunchOptions(repository=tmp_path / "repo"))
 
 
-def test_launcher_imports_without_torch() -> None:
-    probe = "import sys, tritonmm_server.launch; print([m for m in ('torch', 'transformers') if m in sys.modules])"
+# What the launcher must not pull in: the model stack (slow, and not needed to plan and start),
+# and the plugin side's settings with their HTTP client.
+NOT_ON_THE_LAUNCH_PATH = ("torch", "transformers", "tritonmm.settings", "httpx")
+
+
+def test_launcher_imports_neither_torch_nor_the_plugin_settings() -> None:
+    ops = sorted(path.stem for path in (REPO_ROOT / "tritonmm_server" / "ops").glob("*.py") if path.stem != "__init__")
+    assert {"cli", "planning", "weights", "server", "state"} <= set(ops)
+    modules = ["tritonmm_server.launch", *(f"tritonmm_server.ops.{name}" for name in ops)]
+    probe = (
+        f"import importlib, sys\nfor name in {modules!r}:\n    importlib.import_module(name)\n"
+        f"print([m for m in {NOT_ON_THE_LAUNCH_PATH!r} if m in sys.modules])"
+    )
     command = [sys.executable, "-c", probe]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_launcher_names_the_providers_credential_fields() -> None:
+    """The status tells the user which credential fields to fill in: the provider form's own names."""
+    form = (REPO_ROOT / "plugins" / "model_provider" / "provider" / "triton_multimodal.yaml").read_text()
+    for name in (CRED_SERVER_URL, CRED_GRPC_ENDPOINT):
+        assert f"- variable: {name}\n" in form, name
+
+
+def test_the_import_probe_sees_what_it_looks_for() -> None:
+    """The probe above would pass with a broken sys.modules check: show that it sees httpx when imported."""
+    probe = f"import sys, httpx, tritonmm.settings; print([m for m in {NOT_ON_THE_LAUNCH_PATH!r} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['tritonmm.settings', 'httpx']"

@@ -12,7 +12,8 @@ import pytest
 from devtools.plugin_harness import PluginError, PluginProcess
 from tests import media_fixtures as fx
 from tests.conftest import VIDEO_MAX_FRAMES
-from tritonmm_server.ops.server import TritonServer, free_ports
+from tritonmm_server.ops.network import free_ports
+from tritonmm_server.ops.server import TritonServer
 
 ARCHS = ["chat", "chat_llava"]
 

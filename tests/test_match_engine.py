@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,14 +15,13 @@ from tests.media_fixtures import bomb_png, jpeg, png
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.match import HEATMAP_SIDE, MAX_LABELS, MatchEngine, parse_labels
-from tritonmm_server.tiny.build import build_tiny_model
 
 LABELS = ["a red square", "a blue disc", "a photo of a cat", "a gradient", "a dog"]
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> MatchEngine:
-    engine = MatchEngine(build_tiny_model("clip", tmp_path_factory.mktemp("tiny") / "clip"), num_threads=2)
+def engine(tiny_model: Callable[[str], Path]) -> MatchEngine:
+    engine = MatchEngine(tiny_model("clip"), num_threads=2)
     engine.warm_up()
     return engine
 

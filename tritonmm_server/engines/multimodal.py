@@ -48,7 +48,8 @@ from transformers import AutoModel, AutoProcessor
 
 from tritonmm.contract import CONTENT_IMAGE, CONTENT_TEXT, CONTENT_TYPES
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.engines.embedding import row_text, tokenizer_window
+from tritonmm_server.checkpoints.context import encoder_window
+from tritonmm_server.engines.embedding import row_text
 from tritonmm_server.media.image import decode_image
 
 __all__ = ["MultimodalEngine", "PreparedRow"]
@@ -93,7 +94,10 @@ class MultimodalEngine:
             )
         self._tokenizer = self._processor.tokenizer
         self._image_processor = self._processor.image_processor
-        self._context_size = _text_window(config, self._tokenizer)
+        window = encoder_window(self._dir)
+        if window is None:
+            raise ValueError("the checkpoint states no text window (text_config.max_position_embeddings)")
+        self._context_size = window
         vision = config.vision_config
         self._grid = int(vision.image_size) // int(vision.patch_size)
         self._pad_to_window = config.model_type in _PAD_TO_WINDOW
@@ -303,9 +307,3 @@ def _content_type(row: int, raw: str | bytes) -> str:
     if value not in CONTENT_TYPES:
         raise InputError(f"row {row}: content type {value!r} is not one of {', '.join(map(repr, CONTENT_TYPES))}")
     return value
-
-
-def _text_window(config: object, tokenizer: object) -> int:
-    """The text tower's position table, or the tokenizer's limit when that is smaller."""
-    positions = int(config.text_config.max_position_embeddings)  # type: ignore[attr-defined]
-    return min(positions, tokenizer_window(tokenizer) or positions)

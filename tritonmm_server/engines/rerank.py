@@ -39,7 +39,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.engines.embedding import EmbeddingEngine, checkpoint_context_size, length_batches, row_text
+from tritonmm_server.checkpoints.context import encoder_window
+from tritonmm_server.engines.embedding import FALLBACK_WINDOW, EmbeddingEngine, length_batches, row_text
 
 __all__ = ["BI_ENCODER", "CROSS_ENCODER", "METHODS", "PreparedPair", "RerankEngine"]
 
@@ -133,7 +134,7 @@ class _CrossEncoder:
             torch.set_num_threads(num_threads)  # process-wide: one engine per stub process
         self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self._model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.context_size = checkpoint_context_size(model_dir, self._model, self._tokenizer)
+        self.context_size = encoder_window(model_dir) or FALLBACK_WINDOW
         self._pair_specials = int(self._tokenizer.num_special_tokens_to_add(pair=True))
         if self._pair_specials + 2 > self.context_size:
             raise ValueError(f"a window of {self.context_size} tokens leaves no room for a query and a document")

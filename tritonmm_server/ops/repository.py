@@ -268,7 +268,7 @@ def _check_tree(model_dir: Path) -> None:
     """Refuse symlinks and virtualenvs inside a model dir.
 
     Triton walks every model dir to compare mtimes; a symlinked venv made it loop
-    and stall for ~30 s (notes §5.2). A venv belongs outside the repository.
+    and stall for ~30 s. A venv belongs outside the repository.
     """
     for path in [model_dir, *model_dir.rglob("*")]:
         if any(part in SKIPPED_DIRS for part in path.relative_to(model_dir).parts):
