@@ -70,6 +70,9 @@ CHAT_PARAMS = TensorSpec("PARAMS_JSON", "TYPE_STRING", (1,), optional=True)
 # Audio parts as container bytes, for chat models that declare the audio feature
 # natively; other chat models get audio as a transcript (tmm.asr_model, the cascade).
 CHAT_AUDIOS = TensorSpec("AUDIOS", "TYPE_STRING", (-1,), optional=True)
+# PDF files, for chat models that see images: the server renders each page into an
+# image (tmm.document_max_pages, tmm.document_dpi); a part {"type": "document", "index": i}.
+CHAT_DOCUMENTS = TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,), optional=True)
 CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS, CHAT_AUDIOS)
 
 # Each intermediate response carries TEXT (the new token's text). The final
@@ -185,6 +188,14 @@ PARAM_TOP_K = "top_k"
 PARAM_STOP = "stop"
 PARAM_SEED = "seed"
 CHAT_PARAM_KEYS = (PARAM_MAX_TOKENS, PARAM_TEMPERATURE, PARAM_TOP_P, PARAM_TOP_K, PARAM_STOP, PARAM_SEED)
+# Structured output (Dify's own parameter names and values): PARAM_RESPONSE_FORMAT is
+# RESPONSE_JSON_OBJECT or RESPONSE_JSON_SCHEMA (absent: text); with RESPONSE_JSON_SCHEMA,
+# PARAM_JSON_SCHEMA is the JSON schema object itself. tritonmm.structured_output parses them.
+PARAM_RESPONSE_FORMAT = "response_format"
+PARAM_JSON_SCHEMA = "json_schema"
+RESPONSE_TEXT = "text"
+RESPONSE_JSON_OBJECT = "json_object"
+RESPONSE_JSON_SCHEMA = "json_schema"
 
 # Triton's stream errors carry a message and no status code, so the models
 # prefix errors caused by the request itself; the plugin maps them to a
@@ -219,6 +230,11 @@ KEY_LANGUAGES = "tmm.languages"  # speech models: comma-separated ISO 639-1 code
 KEY_VOICES = "tmm.voices"
 # Streaming models (chat, text to speech): requests served at once, each in a thread of its own.
 KEY_MAX_CONCURRENT_REQUESTS = "tmm.max_concurrent_requests"
+# Chat models that see images: PDF pages rendered per document (a longer one is refused),
+# at this many dots per inch, each page image at most tmm.document_max_side pixels long.
+KEY_DOCUMENT_MAX_PAGES = "tmm.document_max_pages"
+KEY_DOCUMENT_DPI = "tmm.document_dpi"
+KEY_DOCUMENT_MAX_SIDE = "tmm.document_max_side"
 LONG_INPUT_MEAN = "mean"
 LONG_INPUT_TRUNCATE = "truncate"
 
