@@ -1,7 +1,8 @@
 """Talking to Triton: one client per server (HTTP pool, gRPC channel, capability cache).
 
-Nothing outside this package imports httpx (except the guarded media download,
-``tritonmm.fetch_guard``) or grpc; nothing in it knows about Dify. Core modules
+Nothing outside this package imports grpc, and only the media URL guard
+(``tritonmm.url_policy``, ``tritonmm.fetch_guard``) imports httpx besides it;
+nothing in it knows about Dify. Core modules
 take a ``TritonClient``; handlers get it from ``client_for(settings)``.
 """
 
