@@ -53,9 +53,9 @@ def build_inputs(
     """The request's tensors: ``MESSAGES_JSON`` (``tritonmm.chat_wire``), the params and one
     tensor per media kind, each part loaded by its kind's loader.
 
-    Refusals come before any media is read: a kind the model cannot take, then more
-    than ``tmm.max_images`` parts of one kind (after the audio cascade, so counted as
-    the model receives them).
+    A kind the model cannot take is refused before anything is read; more than
+    ``tmm.max_images`` parts of one kind before any image or video is read (counted
+    after the audio cascade, as the model receives them: transcripts are text).
     """
     routing.check_chat_media(messages, caps, model)
     messages = routing.transcribe_audio_parts(client, messages, caps, model)
