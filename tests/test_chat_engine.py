@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -19,7 +19,7 @@ from tritonmm_server.engines.chat.engine import VIDEO_MARKER, ChatEngine
 from tritonmm_server.engines.chat.params import GenerationParams, parse_params
 from tritonmm_server.engines.chat.token_stream import Generation, TokenText
 from tritonmm_server.media.video import sample_video_frames
-from tritonmm_server.tiny.build import ARCHS, AUDIO_ARCHS, FEATURES, build_tiny_model
+from tritonmm_server.tiny.build import ARCHS, AUDIO_ARCHS, FEATURES
 
 MAX_IMAGES = 4
 VIDEO_FPS = 1.0
@@ -27,9 +27,8 @@ VIDEO_MAX_FRAMES = 8
 
 
 @pytest.fixture(scope="session")
-def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {arch: build_tiny_model(arch, root / arch) for arch in (*ARCHS, *AUDIO_ARCHS)}
+def model_dirs(tiny_model: Callable[[str], Path]) -> dict[str, Path]:
+    return {arch: tiny_model(arch) for arch in (*ARCHS, *AUDIO_ARCHS)}
 
 
 @pytest.fixture(scope="session", params=ARCHS)
@@ -284,15 +283,21 @@ def test_control_tokens_in_text_stay_text(engine: ChatEngine) -> None:
 @pytest.mark.parametrize(
     ("messages", "images", "videos", "message"),
     [
-        (user(IMAGE_0, "Hi"), [b"\x89PNG but not really"], [], "image 0: not an image file PIL can read"),
-        (user(IMAGE_0, "Hi"), [png()[:60]], [], "image 0: cannot decode the image"),
-        (user(VIDEO_0, "Hi"), [], [b"this is not a video" * 20], "video 0: cannot decode video"),
-        (user(IMAGE_1, "Hi"), [png()], [], "image index 1 is out of range: the request has 1 image"),
-        (user(VIDEO_0, "Hi"), [], [], "video index 0 is out of range"),
-        (user(*[IMAGE_0] * (MAX_IMAGES + 1)), [png()], [], f"too many images: {MAX_IMAGES + 1}"),
-        (user({"type": "sound", "index": 0}), [], [], "message 0 part 0: unknown part type 'sound'"),
-        (user({"type": "audio"}), [], [], "message 0 part 0: a part of type 'audio' needs an integer 'index'"),
-        (json.dumps([{"role": "robot", "content": "Hi"}]), [], [], "message 0: role must be one of"),
+        (user(IMAGE_0, "Hi"), [b"\x89PNG but not really"], [], "image 1: not an image file PIL can read"),
+        (user(IMAGE_0, "Hi"), [png()[:60]], [], "image 1: cannot decode the image"),
+        (user(IMAGE_0, IMAGE_1, "Hi"), [png(), png()[:60]], [], "image 2: cannot decode the image"),
+        (user(VIDEO_0, "Hi"), [], [b"this is not a video" * 20], "video 1: cannot decode video"),
+        (user(IMAGE_1, "Hi"), [png()], [], r"image 2 is missing: the request carries 1 image\(s\)"),
+        (user(VIDEO_0, "Hi"), [], [], r"video 1 is missing: the request carries 0 video\(s\)"),
+        (
+            user(*[IMAGE_0] * (MAX_IMAGES + 1)),
+            [png()],
+            [],
+            rf"{MAX_IMAGES + 1} image parts in one request; model '[\w-]+' takes at most {MAX_IMAGES} of each media",
+        ),
+        (user({"type": "sound", "index": 0}), [], [], "message 1 part 1: unknown part type 'sound'"),
+        (user("Hi", {"type": "audio"}), [], [], "message 1 part 2: a part of type 'audio' needs an integer 'index'"),
+        (json.dumps([{"role": "robot", "content": "Hi"}]), [], [], "message 1: role must be one of"),
         ("not json", [], [], "MESSAGES_JSON is not valid JSON"),
         ("[]", [], [], "MESSAGES_JSON must be a non-empty JSON list"),
     ],
@@ -343,17 +348,12 @@ def test_params_defaults_and_normalisation() -> None:
     assert params == GenerationParams(max_tokens=0, temperature=0.0, stop=("END",), seed=3)
 
 
-# --- the tiny checkpoints themselves -------------------------------------------------------
-
-
-@pytest.mark.parametrize("arch", ["llava", "qwen2-audio"])
-def test_tiny_model_build_is_deterministic(model_dirs: dict[str, Path], tmp_path: Path, arch: str) -> None:
-    def digest(directory: Path) -> dict[str, str]:
-        return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(directory.iterdir())}
-
-    rebuilt = build_tiny_model(arch, tmp_path / arch)
-    assert digest(rebuilt) == digest(model_dirs[arch])
-    assert sum(f.stat().st_size for f in rebuilt.iterdir()) < 5 * 2**20
+def test_the_cap_counts_each_media_kind_on_its_own(engine: ChatEngine) -> None:
+    """tmm.max_images caps images, videos and audio clips separately: a full quota of each passes."""
+    parts = [IMAGE_0] * MAX_IMAGES + [VIDEO_0] * MAX_IMAGES
+    prepared = engine.prepare(user(*parts, "Compare."), [png()], [video(seconds=1)])
+    assert prepared.video_frames == {0: 1}  # decoded once, however many parts refer to it
+    assert prepared.image_count == 2 * MAX_IMAGES
 
 
 # --- native audio (the tiny Qwen2-Audio) ----------------------------------------------------
@@ -446,15 +446,21 @@ def test_audio_warm_up_hears_audio(audio_engine: ChatEngine) -> None:
 @pytest.mark.parametrize(
     ("messages", "audios", "images", "message"),
     [
-        (user(AUDIO_1, "Hi"), [wav(1.0)], [], r"audio index 1 is out of range: the request has 1 audio\(s\)"),
-        (user(AUDIO_0, "Hi"), [], [], "audio index 0 is out of range: the request has 0 audio"),
-        (user(AUDIO_0, "Hi"), [b"this is not audio" * 50], [], "audio 0: cannot decode audio"),
-        (user(AUDIO_0, "Hi"), [b""], [], r"audio 0: the audio is empty \(0 bytes\)"),
-        (user(AUDIO_0, "Hi"), [png()], [], "audio 0: the file has no audio stream|audio 0: cannot decode audio"),
-        (user(AUDIO_0, "Hi"), [wav(0.0)], [], "audio 0: the audio stream holds no samples"),
-        (user(AUDIO_0, "Hi"), [wav(0.05)], [], "audio 0 is 50 ms long; this model needs at least 100 ms"),
-        (user(AUDIO_0, "Hi"), [wav(31.0)], [], "audio 0 is longer than 30 s, the most this model hears in one clip"),
-        (user(*[AUDIO_0] * (MAX_IMAGES + 1)), [wav(1.0)], [], f"too many audios: {MAX_IMAGES + 1}"),
+        (user(AUDIO_1, "Hi"), [wav(1.0)], [], r"audio 2 is missing: the request carries 1 audio\(s\)"),
+        (user(AUDIO_0, "Hi"), [], [], r"audio 1 is missing: the request carries 0 audio\(s\)"),
+        (user(AUDIO_0, "Hi"), [b"this is not audio" * 50], [], "audio 1: cannot decode audio"),
+        (user(AUDIO_0, "Hi"), [b""], [], r"audio 1: the audio is empty \(0 bytes\)"),
+        (user(AUDIO_0, "Hi"), [png()], [], "audio 1: the file has no audio stream|audio 1: cannot decode audio"),
+        (user(AUDIO_0, "Hi"), [wav(0.0)], [], "audio 1: the audio stream holds no samples"),
+        (user(AUDIO_0, "Hi"), [wav(0.05)], [], "audio 1 is 50 ms long; this model needs at least 100 ms"),
+        (user(AUDIO_0, "Hi"), [wav(31.0)], [], "audio 1 is longer than 30 s, the most this model hears in one clip"),
+        (user(AUDIO_0, AUDIO_1, "Hi"), [wav(1.0), wav(0.05)], [], "audio 2 is 50 ms long"),
+        (
+            user(*[AUDIO_0] * (MAX_IMAGES + 1)),
+            [wav(1.0)],
+            [],
+            rf"{MAX_IMAGES + 1} audio parts in one request; model 'qwen2-audio' takes at most {MAX_IMAGES} of each",
+        ),
         (user(IMAGE_0, "Hi"), [], [png()], r"model qwen2-audio does not take image input \(qwen2_audio has no image"),
         (user(VIDEO_0, "Hi"), [], [], "model qwen2-audio does not take video input"),
     ],
@@ -489,7 +495,7 @@ def video_with_sound(seconds: int = 2) -> bytes:
 def test_a_video_file_sent_as_audio_is_heard_by_its_sound_track(audio_engine: ChatEngine) -> None:
     prepared = audio_engine.prepare(user(AUDIO_0, "What do you hear?"), [], [], [video_with_sound(seconds=2)])
     assert prepared.audio_seconds == {0: pytest.approx(2.0, abs=0.2)}  # AAC adds priming samples
-    with pytest.raises(InputError, match="^audio 0: the file has no audio stream"):
+    with pytest.raises(InputError, match="^audio 1: the file has no audio stream"):
         audio_engine.prepare(user(AUDIO_0, "Hi"), [], [], [video()])
 
 

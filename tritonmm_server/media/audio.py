@@ -3,7 +3,7 @@
 Shared by the speech-to-text model and chat models with native audio. PyAV
 decodes every container the plugin may receive (wav, mp3, m4a/aac, ogg/vorbis,
 opus, flac, webm) and resamples in the same pass, so neither libsndfile nor an
-ffmpeg binary is needed (reference/offline-models.md §4). Raises ``ValueError``
+ffmpeg binary is needed: the PyAV wheel bundles its own FFmpeg. Raises ``ValueError``
 with the reason; callers turn it into their own input error naming the file.
 """
 

@@ -13,16 +13,14 @@ import queue
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria
+from transformers import BatchFeature, LogitsProcessor, StoppingCriteria
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
+from tritonmm_server.engines.chat.generator import Generator
 from tritonmm_server.engines.chat.params import GenerationParams
-
-if TYPE_CHECKING:
-    from tritonmm_server.engines.chat.engine import ChatEngine, Prepared
 
 
 class Sampler(LogitsProcessor):
@@ -186,18 +184,19 @@ class Generation:
 
     def __init__(
         self,
-        engine: ChatEngine,
-        prepared: Prepared,
+        generator: Generator,
+        inputs: BatchFeature,
+        prompt_tokens: int,
         params: GenerationParams,
         is_cancelled: Callable[[], bool],
     ) -> None:
-        self._engine = engine
-        self._prepared = prepared
+        self._generator = generator
+        self._inputs = inputs
         self._params = params
         self._is_cancelled = is_cancelled
         self._abort = threading.Event()
         self._started = False
-        self.prompt_tokens = prepared.prompt_tokens
+        self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
         self.finish_reason: str | None = None
 
@@ -209,7 +208,7 @@ class Generation:
         if self._started:
             raise RuntimeError("a Generation can be iterated only once")
         self._started = True
-        max_new = min(self._params.max_tokens, self._engine.context_size - self.prompt_tokens)
+        max_new = min(self._params.max_tokens, self._generator.context_size - self.prompt_tokens)
         if max_new <= 0:
             self.finish_reason = FINISH_LENGTH
             return
@@ -219,15 +218,12 @@ class Generation:
         yield from self._stream(max_new)
 
     def _stream(self, max_new: int) -> Iterator[str]:
-        engine = self._engine
-        text = TokenText(engine.tokenizer, engine.eos_token_ids, self._params.stop, max_new)
+        generator = self._generator
+        text = TokenText(generator.tokenizer, generator.eos_token_ids, self._params.stop, max_new)
         out: queue.SimpleQueue = queue.SimpleQueue()
         relay = Relay(text, self.prompt_tokens, out, self._is_cancelled, self._abort)
         worker = threading.Thread(
-            target=engine._run_generate,
-            args=(self._prepared.inputs, max_new, Sampler(self._params), relay, out),
-            name="chat-generate",
-            daemon=True,
+            target=self._work, args=(max_new, Sampler(self._params), relay, out), name="chat-generate", daemon=True
         )
         worker.start()
         try:
@@ -245,3 +241,12 @@ class Generation:
             self.finish_reason = FINISH_CANCELLED
         else:  # generate stopped on a criterion of its own
             self.finish_reason = FINISH_LENGTH if text.count >= max_new else FINISH_STOP
+
+    def _work(self, max_new: int, sampler: Sampler, relay: Relay, out: queue.SimpleQueue) -> None:
+        """The worker thread: the generation step, its tokens reaching ``out`` through ``relay``, then END."""
+        try:
+            self._generator.run(self._inputs, max_new, sampler, relay)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            out.put(exc)
+        finally:
+            out.put(END)
