@@ -36,6 +36,7 @@ from devtools.pkgcheck.signature import (
     verify_zip,
 )
 from devtools.pkgcheck.tool_provider import check_tool_provider
+from devtools.pkgcheck.translations import check_translations
 
 __all__ = ["read_manifest", "validate", "validate_zip"]
 
@@ -53,6 +54,7 @@ def validate_zip(zf: zipfile.ZipFile) -> list[str]:
     problems += check_manifest(pkg, manifest)
     problems += check_documents(pkg, manifest)
     problems += check_offline_dependencies(pkg) if is_offline(pkg) else check_dependencies(pkg)
+    problems += check_translations(pkg)
     # Providers that are missing were already reported by the manifest checks.
     for provider in str_list(dig(manifest, "plugins.models")):
         if pkg.has(provider):
