@@ -15,7 +15,7 @@ under ``.cache/wheels/<platform>``, so only the first build downloads them (abou
 Why not ``dify plugin package``: it needs the Go CLI (and ``uv``), stamps files with their
 filesystem times, and walks with Go's ``filepath.WalkDir``, which does not follow symlinks, so
 the ``tritonmm -> ../../tritonmm`` link to the shared core library would break it. This builder
-produces the same layout the CLI does (§1.1 of the protocol reference: sorted entries, deflate,
+produces the same layout the CLI does (docs/dify-daemon.md §1.1: sorted entries, deflate,
 files only, ``/`` separators, no zip comment), follows symlinks, and fixes every timestamp and
 permission, so the same sources always give the same bytes (with the same zlib).
 """

@@ -1,6 +1,6 @@
 """Play the Dify plugin daemon's part for a built `.difypkg`, over stdio.
 
-What the daemon does (reference/dify-plugin-protocol.md §2, §3), done here:
+What the daemon does (docs/dify-daemon.md §2, §3), done here:
 unpack the package into a fresh directory, create a Python 3.12 venv with uv
 and install the package's own locked dependencies (`uv sync --no-dev --frozen`),
 start `python -m main` with INSTALL_METHOD=local, wait for the first heartbeat,

@@ -5,8 +5,8 @@ reasons, and most of those refusals only show up on a running Dify (upload error
 plugin that never sends its first heartbeat). This package encodes those rules so a package can be
 checked offline, before anyone uploads it; one module per area of the package.
 
-Every problem names the rule it enforces in square brackets, with a pointer into
-``shared/reference/dify-plugin-protocol.md`` (``§x.y``), where the upstream source is cited.
+Every problem names the rule it enforces in square brackets; ``§x.y`` is the section of
+``docs/dify-daemon.md`` that states the rule (``§9.n``: item n of its pitfalls list).
 
 Usage::
 
