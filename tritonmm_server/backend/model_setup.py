@@ -1,21 +1,22 @@
 # SPDX-License-Identifier: Apache-2.0
-"""What every bundled model's ``initialize`` reads from Triton's arguments.
+"""What every bundled model's ``initialize`` reads from Triton's arguments: :func:`load_setup`.
 
-The ``tmm.*`` parameters, the checkpoint directory and the capabilities, checked
-once so that a wrong config fails the load with a message naming the key; the
-config's tensors checked against the contract (:func:`check_contract`).
+The config checked against the shape the model is served in (decoupled, batched or
+one request at a time) and against the contract's tensors, then the ``tmm.*``
+parameters, the checkpoint directory and the capabilities, all checked once so that a
+wrong config fails the load with a message naming the key.
 Importable only inside the python-backend stub (it needs ``triton_python_backend_utils``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import triton_python_backend_utils as pb_utils
-from transformers.utils import logging as transformers_logging
 
 from tritonmm.contract import (
     KEY_CONTEXT_SIZE,
@@ -48,6 +49,48 @@ class ModelSetup:
             raise pb_utils.TritonModelException(str(exc)) from None
 
 
+def load_setup(
+    args: dict[str, str],
+    kind: str,
+    inputs: Sequence[TensorSpec],
+    outputs: Sequence[TensorSpec],
+    *,
+    decoupled: bool = False,
+    row: str | None = None,
+    needs_model_path: bool = True,
+) -> ModelSetup:
+    """Check the config's shape and tensors, and read its parameters; ``TritonModelException`` if wrong.
+
+    ``kind`` names the model in messages ("chat"). ``decoupled``: the model streams
+    (one response per token or sentence, :mod:`.streaming`). Otherwise it answers once
+    per request, either batched with ``row`` saying what one batch row holds ("one
+    text", :mod:`.batched`) or, with ``row`` None, one request at a time and
+    ``max_batch_size`` 0, since the contract's dims are then the whole request's shape
+    (:mod:`.unbatched`). ``needs_model_path`` as for :func:`read_setup`.
+    """
+    config = json.loads(args["model_config"])
+    _check_shape(config, kind, decoupled, row)
+    check_contract(config, inputs, outputs)
+    return read_setup(args["model_name"], config, needs_model_path=needs_model_path)
+
+
+def _check_shape(config: dict[str, Any], kind: str, decoupled: bool, row: str | None) -> None:
+    is_decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
+    if decoupled and not is_decoupled:
+        raise pb_utils.TritonModelException(
+            f"the {kind} model must be decoupled: model_transaction_policy {{ decoupled: true }}"
+        )
+    if decoupled:
+        return
+    if is_decoupled:
+        raise pb_utils.TritonModelException(f"the {kind} model must not be decoupled: one response per request")
+    max_batch_size = int(config.get("max_batch_size", 0))
+    if row is None and max_batch_size != 0:
+        raise pb_utils.TritonModelException(f"the {kind} model must have max_batch_size 0: it is not batched")
+    if row is not None and max_batch_size < 1:
+        raise pb_utils.TritonModelException(f"the {kind} model needs max_batch_size >= 1: {row} per row")
+
+
 def read_setup(model_name: str, config: dict[str, Any], *, needs_model_path: bool = True) -> ModelSetup:
     """Parameters, checkpoint directory and capabilities; ``TritonModelException`` if wrong.
 
@@ -66,7 +109,7 @@ def read_setup(model_name: str, config: dict[str, Any], *, needs_model_path: boo
     if not Path(model_path).is_dir():
         raise pb_utils.TritonModelException(f"{KEY_MODEL_PATH} {model_path!r} is not a directory")
     capabilities = _capabilities(params)
-    transformers_logging.disable_progress_bar()  # tqdm bars would garble the server log
+    _quiet_progress_bars()
     return ModelSetup(model_name, params, model_path, capabilities)
 
 
@@ -113,3 +156,12 @@ def warn_context_size(setup: ModelSetup, actual: int) -> None:
             f"{KEY_CONTEXT_SIZE} says {setup.capabilities.context_size} but the checkpoint's window is "
             f"{actual}; clients will budget with the former"
         )
+
+
+def _quiet_progress_bars() -> None:
+    """No tqdm bars while weights load: they would garble the server log."""
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:  # a model whose runtime does not use transformers (Piper, CTranslate2)
+        return
+    transformers_logging.disable_progress_bar()

@@ -30,10 +30,10 @@ from tritonmm.contract import (
     KEY_VIDEO_MAX_FRAMES,
     Feature,
 )
-from tritonmm_server.backend.batched import cancelled_response, rows
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import warn_context_size
-from tritonmm_server.backend.streaming import StreamingModel, load_setup, tensor, texts
+from tritonmm_server.backend.model_setup import load_setup, warn_context_size
+from tritonmm_server.backend.responses import cancelled_response, rows, tensor, texts
+from tritonmm_server.backend.streaming import StreamingModel
 from tritonmm_server.engines.chat.engine import ChatEngine
 from tritonmm_server.engines.chat.params import parse_params
 
@@ -42,8 +42,8 @@ class TritonPythonModel(StreamingModel):
     thread_name = "chat-request"
 
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "chat", CHAT_INPUTS, CHAT_OUTPUTS)
-        self.name = setup.name
+        setup = load_setup(args, "chat", CHAT_INPUTS, CHAT_OUTPUTS, decoupled=True)
+        self.configure(setup)
         capabilities = setup.capabilities
         self._engine = ChatEngine(
             setup.model_path,

@@ -4,7 +4,7 @@
 All the work is in ``tritonmm_server.engines.match``; this file only adapts it to
 the python-backend API. Not batched and not decoupled: each request gets one
 response, and a bad request gets its own INVALID_ARG error without affecting the
-others (``tritonmm_server.backend.batched.UnbatchedModel``).
+others (``tritonmm_server.backend.unbatched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ from tritonmm.contract import (
     MATCH_SIMILARITIES,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.model_setup import load_setup, start_engine, warn_context_size
+from tritonmm_server.backend.responses import rows
+from tritonmm_server.backend.unbatched import UnbatchedModel
 from tritonmm_server.engines.match import MatchEngine, parse_labels
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "image-text-match", None, MATCH_INPUTS, MATCH_OUTPUTS)
+        setup = load_setup(args, "image-text-match", MATCH_INPUTS, MATCH_OUTPUTS)
         self.name = setup.name
         self._engine = start_engine(setup, MatchEngine)  # refuses a dual encoder without patch outputs (SigLIP)
         clip = self._engine.clip

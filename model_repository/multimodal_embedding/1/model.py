@@ -24,15 +24,16 @@ from tritonmm.contract import (
     MM_OUTPUTS,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import BatchedModel, load_setup, rows
+from tritonmm_server.backend.batched import BatchedModel
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.model_setup import load_setup, start_engine, warn_context_size
+from tritonmm_server.backend.responses import rows
 from tritonmm_server.engines.multimodal import MultimodalEngine, PreparedRow
 
 
 class TritonPythonModel(BatchedModel[PreparedRow]):
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "multimodal-embedding", "one text or image", MM_INPUTS, MM_OUTPUTS)
+        setup = load_setup(args, "multimodal-embedding", MM_INPUTS, MM_OUTPUTS, row="one text or image")
         self.name = setup.name
         self._engine = start_engine(setup, MultimodalEngine)
         warn_context_size(setup, self._engine.context_size)

@@ -5,7 +5,7 @@ All the work is in ``tritonmm_server.engines.ocr``; this file only adapts it to 
 python-backend API. The model is not batched: each request carries one image and
 gets one response. Each request is answered on its own, so one bad image gets its
 own INVALID_ARG response and the others in the same ``execute`` call are unaffected
-(``tritonmm_server.backend.batched.UnbatchedModel``).
+(``tritonmm_server.backend.unbatched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,17 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import OCR_IMAGE, OCR_INPUTS, OCR_LINES, OCR_OUTPUTS, OCR_TEXT, TensorSpec
-from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
 from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import load_setup
+from tritonmm_server.backend.responses import rows
+from tritonmm_server.backend.unbatched import UnbatchedModel
 from tritonmm_server.engines.ocr import OcrEngine
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
         # The weights are inside the rapidocr wheel: no checkpoint directory to read.
-        setup = load_setup(args, "OCR", None, OCR_INPUTS, OCR_OUTPUTS, needs_model_path=False)
+        setup = load_setup(args, "OCR", OCR_INPUTS, OCR_OUTPUTS, needs_model_path=False)
         self.name = setup.name
         try:
             self._engine = OcrEngine()

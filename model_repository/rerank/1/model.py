@@ -16,15 +16,16 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import RERANK_DOCUMENT, RERANK_INPUTS, RERANK_OUTPUTS, RERANK_QUERY, RERANK_SCORE, TensorSpec
-from tritonmm_server.backend.batched import BatchedModel, load_setup, rows
+from tritonmm_server.backend.batched import BatchedModel
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.model_setup import load_setup, start_engine, warn_context_size
+from tritonmm_server.backend.responses import rows
 from tritonmm_server.engines.rerank import PreparedPair, RerankEngine
 
 
 class TritonPythonModel(BatchedModel[PreparedPair]):
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "rerank", "one (query, document) pair", RERANK_INPUTS, RERANK_OUTPUTS)
+        setup = load_setup(args, "rerank", RERANK_INPUTS, RERANK_OUTPUTS, row="one (query, document) pair")
         self.name = setup.name
         self._engine = start_engine(setup, RerankEngine)
         warn_context_size(setup, self._engine.context_size)

@@ -4,7 +4,7 @@
 All the work is in ``tritonmm_server.engines.asr``; this file only adapts it to the
 python-backend API. Not batched and not decoupled: each request gets one response,
 and a bad request gets its own INVALID_ARG error without affecting the others
-(``tritonmm_server.backend.batched.UnbatchedModel``).
+(``tritonmm_server.backend.unbatched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from tritonmm.contract import (
     KEY_LANGUAGES,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import start_engine
+from tritonmm_server.backend.model_setup import load_setup, start_engine
+from tritonmm_server.backend.responses import rows
+from tritonmm_server.backend.unbatched import UnbatchedModel
 from tritonmm_server.engines.asr import Cancelled, load_engine, parse_options
 
 
@@ -36,7 +37,7 @@ class TritonPythonModel(UnbatchedModel):
     cancelled_errors = (Cancelled,)
 
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "speech-to-text", None, ASR_INPUTS, ASR_OUTPUTS)
+        setup = load_setup(args, "speech-to-text", ASR_INPUTS, ASR_OUTPUTS)
         self.name = setup.name
         self._engine = start_engine(setup, load_engine)
         declared = setup.capabilities.languages

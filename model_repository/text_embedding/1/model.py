@@ -29,15 +29,16 @@ from tritonmm.contract import (
     LONG_INPUT_TRUNCATE,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import BatchedModel, load_setup, rows
+from tritonmm_server.backend.batched import BatchedModel
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.model_setup import start_engine, warn_context_size
+from tritonmm_server.backend.model_setup import load_setup, start_engine, warn_context_size
+from tritonmm_server.backend.responses import rows
 from tritonmm_server.engines.embedding import EmbeddingEngine, TokenizedText
 
 
 class TritonPythonModel(BatchedModel[TokenizedText]):
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "text-embedding", "one text", EMBED_INPUTS, EMBED_OUTPUTS)
+        setup = load_setup(args, "text-embedding", EMBED_INPUTS, EMBED_OUTPUTS, row="one text")
         self.name = setup.name
         params = setup.parameters
         long_input = params.get(KEY_LONG_INPUT) or LONG_INPUT_MEAN

@@ -22,9 +22,10 @@ from tritonmm.contract import (
     TTS_VOICE,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import cancelled_response
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.backend.streaming import StreamingModel, load_setup, tensor, texts
+from tritonmm_server.backend.model_setup import load_setup
+from tritonmm_server.backend.responses import cancelled_response, tensor, texts
+from tritonmm_server.backend.streaming import StreamingModel
 from tritonmm_server.checkpoints.piper import VoiceDirError
 from tritonmm_server.engines.tts import KEY_MAX_TEXT_CHARS, KEY_MP3_KBPS, MAX_TEXT_CHARS, MP3_KBPS, TtsEngine
 
@@ -33,8 +34,8 @@ class TritonPythonModel(StreamingModel):
     thread_name = "tts-request"
 
     def initialize(self, args: dict[str, str]) -> None:
-        setup = load_setup(args, "text_to_speech", TTS_INPUTS, TTS_OUTPUTS)
-        self.name = setup.name
+        setup = load_setup(args, "text_to_speech", TTS_INPUTS, TTS_OUTPUTS, decoupled=True)
+        self.configure(setup)
         try:
             self._engine = TtsEngine(
                 setup.model_path,

@@ -4,7 +4,7 @@
 All the work is in ``tritonmm_server.engines.frames``; this file only adapts it to
 the python-backend API. Not batched and not decoupled: each request gets one
 response, and a bad request gets its own INVALID_ARG error without affecting the
-others (``tritonmm_server.backend.batched.UnbatchedModel``).
+others (``tritonmm_server.backend.unbatched.UnbatchedModel``).
 """
 
 from __future__ import annotations
@@ -25,15 +25,17 @@ from tritonmm.contract import (
     VIDEO_TIMESTAMPS,
     TensorSpec,
 )
-from tritonmm_server.backend.batched import UnbatchedModel, load_setup, rows
 from tritonmm_server.backend.errors import InputError
+from tritonmm_server.backend.model_setup import load_setup
+from tritonmm_server.backend.responses import rows
+from tritonmm_server.backend.unbatched import UnbatchedModel
 from tritonmm_server.engines.frames import extract_frames, max_count, parse_frame_options
 
 
 class TritonPythonModel(UnbatchedModel):
     def initialize(self, args: dict[str, str]) -> None:
         # No weights: PyAV only.
-        setup = load_setup(args, "video-frames", None, VIDEO_INPUTS, VIDEO_OUTPUTS, needs_model_path=False)
+        setup = load_setup(args, "video-frames", VIDEO_INPUTS, VIDEO_OUTPUTS, needs_model_path=False)
         self.name = setup.name
         try:
             self._max_count = max_count(setup.parameters)
