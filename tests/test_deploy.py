@@ -336,3 +336,20 @@ def test_servicemonitor_component_replaces_the_pod_annotations(tmp_path: Path) -
     assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
     annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "false"  # not scraped twice
+
+
+def test_checkpoint_loader_pod_mounts_the_overlays_claim_writable(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    pod = yaml.safe_load((K8S / "tools" / "checkpoint-loader.yaml").read_text())
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(pod, version, strict=True)
+    claim = pod["spec"]["volumes"][0]["persistentVolumeClaim"]
+    assert one(rendered["gpu"], "PersistentVolumeClaim", claim["claimName"])
+    assert not claim.get("readOnly") and not pod["spec"]["containers"][0]["volumeMounts"][0].get("readOnly")
+    assert ":" in pod["spec"]["containers"][0]["image"] and not pod["spec"]["containers"][0]["image"].endswith(
+        ":latest"
+    )
+    # The files it writes belong to the server's user.
+    assert (
+        pod["spec"]["securityContext"]["runAsUser"]
+        == one(rendered["gpu"], "Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    )
