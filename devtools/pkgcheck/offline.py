@@ -161,13 +161,16 @@ def _resolve(
     installed: set[NormalizedName] = set()
     pending: list[tuple[Requirement, str]] = [(r, "requirements.txt") for r in requirements]
     expanded: set[tuple[NormalizedName, frozenset[str]]] = set()
+    unmet: set[NormalizedName] = set()  # each unmet project once, named by the first that wants it
     while pending:
         requirement, wanted_by = pending.pop(0)
         name = canonicalize_name(requirement.name)
         wheel = wheels.get(name)
         if wheel is None or not requirement.specifier.contains(wheel.version, prereleases=True):
-            held = f"wheels/ holds {wheel.path}" if wheel else "wheels/ has no wheel of it"
-            findings.add(f"{wanted_by}: requires {requirement}, but {held} (the install would fail) [{R_WHEELS}]")
+            if name not in unmet:
+                unmet.add(name)
+                held = f"wheels/ holds {wheel.path}" if wheel else "wheels/ has no wheel of it"
+                findings.add(f"{wanted_by}: requires {requirement}, but {held} (the install would fail) [{R_WHEELS}]")
             continue
         installed.add(name)
         extras = frozenset(requirement.extras)
