@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,7 +29,6 @@ from deploy import entrypoint
 from deploy.entrypoint import EXIT_SETTINGS, LogFollower
 from deploy.settings import SettingsError, read_settings
 from tritonmm_server.ops import process
-from tritonmm_server.ops.network import free_ports
 from tritonmm_server.ops.process import SHM_DIR, group_members
 from tritonmm_server.tiny.cache import ensure_tiny_model
 
@@ -221,19 +221,21 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+READY_LINE = re.compile(r"^ready on (\S+): HTTP (\d+), gRPC (\d+), metrics (\d+)", re.MULTILINE)
+
+
 def test_entrypoint_serves_a_checkpoint_from_the_volume_and_stops_on_sigterm(tmp_path: Path) -> None:
     volume = tmp_path / "models"
     shutil.copytree(ensure_tiny_model(WORK, "idefics3"), volume / "tiny-idefics3")
-    http, grpc, metrics = free_ports(3, "0.0.0.0")
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     environ = {
         "TMM_MODELS": "chat",
         "TMM_CHECKPOINT_ROOT": str(volume),
         "TMM_CHECKPOINT_chat": "tiny-idefics3",
         "TMM_WORK_DIR": str(tmp_path / "work"),
-        "TMM_HTTP_PORT": str(http),
-        "TMM_GRPC_PORT": str(grpc),
-        "TMM_METRICS_PORT": str(metrics),
+        "TMM_HTTP_PORT": "0",  # free ports, read back from the status line
+        "TMM_GRPC_PORT": "0",
+        "TMM_METRICS_PORT": "0",
         "TMM_EXIT_TIMEOUT": "5",
     }
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
@@ -246,10 +248,13 @@ def test_entrypoint_serves_a_checkpoint_from_the_volume_and_stops_on_sigterm(tmp
         )
     try:
         deadline = time.monotonic() + 600
-        while _status(f"http://127.0.0.1:{http}/v2/health/ready") != 200:
+        while not (ready := READY_LINE.search(out.read_text())):  # printed once every model is READY
             assert proc.poll() is None, f"exited {proc.returncode}:\n{out.read_text()}\n{err.read_text()}"
             assert time.monotonic() < deadline, f"not ready:\n{out.read_text()}\n{err.read_text()}"
             time.sleep(0.5)
+        assert ready.group(1) == "0.0.0.0"
+        http = int(ready.group(2))
+        assert _status(f"http://127.0.0.1:{http}/v2/health/ready") == 200
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/chat/config", timeout=5) as response:
             parameters = json.load(response)["parameters"]
         assert parameters["tmm.model_path"]["string_value"] == str((volume / "tiny-idefics3").resolve())
