@@ -213,7 +213,8 @@ def print_ready(server: TritonServer, plans: Sequence[ModelPlan]) -> None:
     )
 
 
-def _prepare(settings: Settings) -> tuple[TritonServer, list[ModelPlan]]:
+def prepare(settings: Settings) -> tuple[TritonServer, list[ModelPlan]]:
+    """Every check, the plan and the rendered repository: the server, ready to start, and the plan."""
     for name in settings.unknown:
         print(f"warning: {name} is not a setting of this entrypoint (see deploy/settings.py); ignored", flush=True)
     check_checkpoint_dirs(settings)
@@ -231,7 +232,7 @@ def run(environ: Mapping[str, str]) -> int:
     sigterm_as_interrupt()  # a stop during the minutes of model loading must stop Triton too
     try:
         settings = read_settings(environ)
-        server, plans = _prepare(settings)
+        server, plans = prepare(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_SETTINGS

@@ -178,7 +178,7 @@ def test_stale_shared_memory_of_earlier_servers_is_cleared_first(
     (tmp_path / "repo" / "echo" / "config.pbtxt").write_text(ECHO_CONFIG)
     (tmp_path / "repo" / "echo" / "1" / "model.py").write_text("")
     environ = {"TMM_REPOSITORY": str(tmp_path / "repo"), "TMM_WORK_DIR": str(tmp_path / "work"), "TMM_CLEAR_SHM": "1"}
-    server, plans = entrypoint._prepare(read_settings(environ))
+    server, plans = entrypoint.prepare(read_settings(environ))
     assert sorted(path.name for path in shm.iterdir()) == ["someone_else"]
     assert [plan.name for plan in plans] == ["echo"] and not server.is_running()
     assert (tmp_path / "work" / "repository" / "echo" / "config.pbtxt").is_file()
