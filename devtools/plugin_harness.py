@@ -70,11 +70,20 @@ def uv_binary() -> str:
     return found
 
 
-def install(package: Path, dest: Path, *, uv_cache: Path | None = None, network: bool = True) -> Path:
+def install(
+    package: Path,
+    dest: Path,
+    *,
+    uv_cache: Path | None = None,
+    network: bool = True,
+    pip_mirror_url: str | None = None,
+) -> Path:
     """Unpack and install a package the way the daemon's local runtime does.
 
     ``network=False`` runs uv in a network namespace without interfaces: a daemon in a closed
     network. Only an offline package (requirements.txt from its own wheels/) installs there.
+    ``pip_mirror_url`` is the daemon's PIP_MIRROR_URL (set by hand or by its mirror probe): it
+    makes the daemon prefer requirements.txt and passes ``-i`` to uv.
     """
     if dest.exists():
         shutil.rmtree(dest)
@@ -91,10 +100,12 @@ def install(package: Path, dest: Path, *, uv_cache: Path | None = None, network:
     }
     uv = [*([] if network else no_network_prefix()), uv_binary()]
     _run([*uv, "venv", ".venv", "--python", python312()], dest, env)
-    if (dest / "pyproject.toml").exists() and (dest / "uv.lock").exists():
-        _run([*uv, "sync", "--no-dev", "--frozen"], dest, env)
+    index = ["-i", pip_mirror_url] if pip_mirror_url else []
+    use_requirements = pip_mirror_url and (dest / "requirements.txt").exists()
+    if not use_requirements and (dest / "pyproject.toml").exists() and (dest / "uv.lock").exists():
+        _run([*uv, "sync", "--no-dev", "--frozen", *index], dest, env)
     else:
-        _run([*uv, "pip", "install", "-r", "requirements.txt"], dest, env)
+        _run([*uv, "pip", "install", *index, "-r", "requirements.txt"], dest, env)
     # The daemon marks a finished install; a missing marker means "reinstall".
     marker = dest / ".venv" / "dify" / "plugin.json"
     marker.parent.mkdir(parents=True, exist_ok=True)

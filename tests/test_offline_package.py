@@ -285,6 +285,20 @@ def test_without_network_the_online_package_cannot_install(tmp_path: Path) -> No
         plugin_harness.install(package, tmp_path / "online", uv_cache=tmp_path / "empty-cache", network=False)
 
 
+def test_a_daemon_with_a_pip_mirror_still_installs_from_the_wheels(offline: dict, tmp_path: Path) -> None:
+    """PIP_MIRROR_URL (which the daemon may pick by itself) adds -i; the file's --no-index wins over it."""
+    plugin_dir = plugin_harness.install(
+        offline[("models", "amd64")],
+        tmp_path / "plugin",
+        uv_cache=tmp_path / "empty-cache",
+        network=False,
+        pip_mirror_url="http://mirror.invalid/simple",
+    )
+    python = plugin_dir / ".venv" / "bin" / "python"
+    imports = "import dify_plugin, tritonclient.grpc, numpy, PIL, httpx"
+    assert subprocess.run([str(python), "-c", imports], capture_output=True).returncode == 0
+
+
 def _offline_plugin(package: Path, name: str, env: dict[str, str] | None = None) -> Iterator[PluginProcess]:
     cache = WORK / f"{name}-uv-cache"  # empty: nothing may come from an earlier install
     subprocess.run(["rm", "-rf", str(cache)], check=True)
