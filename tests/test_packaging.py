@@ -387,6 +387,18 @@ def test_oversize_package_is_refused(model_plugin: Path, tmp_path: Path) -> None
     assert "_assets/huge.bin" in problems[0]  # the largest files are named, like the daemon does
 
 
+def test_oversize_upload_is_refused(model_plugin: Path, tmp_path: Path) -> None:
+    # The daemon caps the uploaded file too. Leading bytes before a zip are legal (zip offsets are
+    # found from the end), so a sparse file of zeros followed by a small valid package is one.
+    small = package(model_plugin, tmp_path).read_bytes()
+    big = tmp_path / "big.difypkg"
+    with open(big, "wb") as handle:
+        handle.seek(archive_checks.MAX_UNCOMPRESSED_BYTES)
+        handle.write(small)
+    problems = validate(big)
+    assert len(problems) == 1 and f"the file is {big.stat().st_size} bytes, over 52428800" in problems[0], problems
+
+
 def test_too_many_files_is_refused(model_plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archive_checks, "MAX_FILES", len(EXPECTED_ENTRIES) - 1)
     problems = problems_of(model_plugin, tmp_path)

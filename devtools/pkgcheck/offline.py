@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
@@ -189,12 +189,19 @@ def _requires_dist(
     if metadata is None:
         return []
     requires_python = metadata.get("Requires-Python")
-    if requires_python and not SpecifierSet(requires_python).contains(PYTHON_FULL_VERSION, prereleases=True):
-        findings.add(f"{wheel.path}: Requires-Python {requires_python} excludes {PYTHON_FULL_VERSION} [{R_WHEELS}]")
+    try:
+        if requires_python and not SpecifierSet(requires_python).contains(PYTHON_FULL_VERSION, prereleases=True):
+            findings.add(f"{wheel.path}: Requires-Python {requires_python} excludes {PYTHON_FULL_VERSION} [{R_WHEELS}]")
+    except InvalidSpecifier:
+        findings.add(f"{wheel.path}: Requires-Python {requires_python!r} is not a version specifier [{R_WHEELS}]")
     environment = target.marker_environment()
     dependencies = []
     for line in metadata.get_all("Requires-Dist") or []:
-        dependency = Requirement(line)
+        try:
+            dependency = Requirement(line)
+        except InvalidRequirement as exc:
+            findings.add(f"{wheel.path}: Requires-Dist {line!r} cannot be read ({exc}) [{R_WHEELS}]")
+            continue
         marker = dependency.marker
         if marker is None or any(marker.evaluate({**environment, "extra": e}) for e in ("", *sorted(extras))):
             dependencies.append(dependency)
