@@ -230,6 +230,12 @@ KEY_LANGUAGES = "tmm.languages"  # speech models: comma-separated ISO 639-1 code
 KEY_VOICES = "tmm.voices"
 # Streaming models (chat, text to speech): requests served at once, each in a thread of its own.
 KEY_MAX_CONCURRENT_REQUESTS = "tmm.max_concurrent_requests"
+# The bundled chat model: "on" (default) runs concurrent requests through one decoding
+# batch (iteration-level batching); "off" runs a generate() per request in its own thread.
+KEY_BATCHING = "tmm.batching"
+KEY_BATCH_MAX_SEQUENCES = "tmm.batch_max_sequences"  # sequences decoding together
+KEY_BATCH_MAX_WAITING = "tmm.batch_max_waiting"  # requests waiting for a place; one more is busy
+KEY_KV_CACHE_MB = "tmm.kv_cache_mb"  # key/value cache budget of the batch, in MiB
 # Chat models that see images: PDF pages rendered per document (a longer one is refused),
 # at this many dots per inch, each page image at most tmm.document_max_side pixels long.
 KEY_DOCUMENT_MAX_PAGES = "tmm.document_max_pages"

@@ -2,18 +2,22 @@
 """Triton side of the chat model: tensors in, one response per generated token out.
 
 All the work is in ``tritonmm_server.engines.chat.engine`` and the modules beside it;
-this file only adapts it to the decoupled python-backend API. Each request runs
-in its own thread, so one instance serves concurrent streams
-(``tritonmm_server.backend.streaming.StreamingModel``).
+this file only adapts it to the decoupled python-backend API. Each request has a
+thread of its own (``tritonmm_server.backend.streaming.StreamingModel``), which
+streams the tokens the engine's shared decoding batch gives it
+(``tritonmm_server.engines.chat.batching``; ``tmm.batching``). The thread limit is
+the batch's places plus its waiting line, so that "busy" comes from the batch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 import triton_python_backend_utils as pb_utils
 
 from tritonmm.contract import (
+    BUSY_PREFIX,
     CHAT_AUDIOS,
     CHAT_COMPLETION_TOKENS,
     CHAT_FINISH_REASON,
@@ -26,15 +30,18 @@ from tritonmm.contract import (
     CHAT_TEXT,
     CHAT_VIDEOS,
     FINISH_CANCELLED,
+    KEY_MAX_CONCURRENT_REQUESTS,
     KEY_VIDEO_FPS,
     KEY_VIDEO_MAX_FRAMES,
     Feature,
 )
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.backend.model_setup import load_setup, warn_context_size
-from tritonmm_server.backend.responses import cancelled_response, rows, tensor, texts
+from tritonmm_server.backend.responses import cancelled_response, error_response, rows, tensor, texts
 from tritonmm_server.backend.streaming import StreamingModel
+from tritonmm_server.engines.chat.batching import Busy
 from tritonmm_server.engines.chat.engine import ChatEngine
+from tritonmm_server.engines.chat.limits import batch_limits
 from tritonmm_server.engines.chat.params import parse_params
 
 
@@ -45,13 +52,24 @@ class TritonPythonModel(StreamingModel):
         setup = load_setup(args, "chat", CHAT_INPUTS, CHAT_OUTPUTS, decoupled=True)
         self.configure(setup)
         capabilities = setup.capabilities
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            limits = batch_limits(setup.parameters, device)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from None
         self._engine = ChatEngine(
             setup.model_path,
             video_max_frames=setup.positive(KEY_VIDEO_MAX_FRAMES),
             video_fps=setup.positive(KEY_VIDEO_FPS, kind=float),
             max_images=capabilities.max_images,
             native_audio=Feature.AUDIO in capabilities.features,
+            batching=limits,
+            device=device.type,
         )
+        batching = self._engine.batching
+        if batching is not None and KEY_MAX_CONCURRENT_REQUESTS not in setup.parameters:
+            # Every running or waiting request has its thread: the batch's own waiting limit decides "busy".
+            self.max_concurrent_requests = batching.max_sequences + batching.max_waiting
         self._engine.warm_up()
         warn_context_size(setup, self._engine.context_size)
         audio = (
@@ -59,10 +77,21 @@ class TritonPythonModel(StreamingModel):
             if self._engine.native_audio
             else "no native audio"
         )
+        if batching is None:
+            how = "each request decodes alone"
+        else:
+            how = (
+                f"batching up to {batching.max_sequences} sequences, {batching.max_waiting} waiting, "
+                f"{batching.kv_cache_bytes / 2**20:.0f} MiB key/value cache"
+            )
         pb_utils.Logger.log_info(
-            f"{self.name}: loaded {self._engine.name} ({self._engine.architecture}, "
-            f"context {self._engine.context_size}, {audio}, weights {capabilities.weights})"
+            f"{self.name}: loaded {self._engine.name} ({self._engine.architecture} on {device}, "
+            f"context {self._engine.context_size}, {audio}, weights {capabilities.weights}; {how})"
         )
+
+    def finalize(self) -> None:
+        super().finalize()
+        self._engine.close()
 
     def respond(self, request: Any, sender: Any) -> Any:
         messages = texts(request, CHAT_MESSAGES)
@@ -72,7 +101,10 @@ class TritonPythonModel(StreamingModel):
         params = parse_params(raw_params[0] if raw_params else None)
         images, videos, audios = (rows(request, spec) or [] for spec in (CHAT_IMAGES, CHAT_VIDEOS, CHAT_AUDIOS))
         prepared = self._engine.prepare(messages[0], images, videos, audios)
-        generation = self._engine.generate(prepared, params, request.is_cancelled)
+        try:
+            generation = self._engine.generate(prepared, params, request.is_cancelled)
+        except Busy as exc:
+            return error_response(f"{BUSY_PREFIX}{exc}", pb_utils.TritonError.UNAVAILABLE)
         try:
             for piece in generation:
                 sender.send(pb_utils.InferenceResponse(output_tensors=[tensor(CHAT_TEXT, piece)]))

@@ -38,6 +38,7 @@ from transformers import DynamicCache
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH
 from tritonmm_server.backend.errors import InputError
+from tritonmm_server.engines.chat.constrained import Constraint
 from tritonmm_server.engines.chat.kv_batch import KvBatch, kv_bytes_per_token
 from tritonmm_server.engines.chat.params import GenerationParams
 from tritonmm_server.engines.chat.token_stream import END, Sampler, TokenText
@@ -121,6 +122,7 @@ class _Sequence:
     sampler: Sampler
     greedy: bool
     reserved_tokens: int  # prompt + the most tokens it may generate: what the cache must hold for it
+    constraint: Constraint | None = None
     last_token: int = -1
 
     def stopped(self) -> bool:
@@ -156,8 +158,18 @@ class BatchScheduler:
 
     # -- the client side ------------------------------------------------------
 
-    def submit(self, prepared: Any, params: GenerationParams, is_cancelled: Callable[[], bool]) -> BatchedGeneration:
-        """Queue one prepared request; raises :class:`Busy` when the waiting line is full."""
+    def submit(
+        self,
+        prepared: Any,
+        params: GenerationParams,
+        is_cancelled: Callable[[], bool],
+        constraint: Constraint | None = None,
+    ) -> BatchedGeneration:
+        """Queue one prepared request; raises :class:`Busy` when the waiting line is full.
+
+        ``constraint`` (structured output) masks this sequence's logits before each
+        token is picked and is told the token after.
+        """
         generation = BatchedGeneration(prepared.prompt_tokens, is_cancelled)
         max_new = min(params.max_tokens, self._context_size - prepared.prompt_tokens)
         if max_new <= 0:
@@ -177,6 +189,7 @@ class BatchScheduler:
             sampler=Sampler(params),
             greedy=params.temperature == 0,
             reserved_tokens=reserved,
+            constraint=constraint,
         )
         with self._wake:
             if self._stopping:
@@ -280,14 +293,31 @@ class BatchScheduler:
         self._note_memory()
 
     def _advance(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
-        """Pick and hand over the sequence's next token; False when it leaves the batch."""
+        """Pick and hand over the sequence's next token; False when it leaves the batch.
+
+        Whatever goes wrong for one sequence (its grammar, its consumer) ends that
+        sequence alone.
+        """
+        try:
+            return self._pick(sequence, logits)
+        except Exception as exc:
+            LOG.warning("%s: a sequence failed: %s", self._name, exc)
+            sequence.generation.put(exc)
+            sequence.generation.end(None)
+            return False
+
+    def _pick(self, sequence: _Sequence, logits: torch.Tensor) -> bool:
         if sequence.stopped():
             sequence.generation.end(FINISH_CANCELLED)
             return False
         scores = logits.float()[None]
+        if sequence.constraint is not None:
+            sequence.constraint.mask_logits(scores[0])
         if not sequence.greedy:
             scores = sequence.sampler(None, scores)
         token = int(scores.argmax(dim=-1))
+        if sequence.constraint is not None:
+            sequence.constraint.accept(token)
         sequence.last_token = token
         sequence.generation.put(sequence.text.push(token))
         if sequence.text.finish_reason is not None:

@@ -56,7 +56,9 @@ from tritonmm.chat_wire import (
 from tritonmm.contract import KEY_ASR_MODEL, KEY_FEATURES, Feature
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.checkpoints.context import generation_context
+from tritonmm_server.engines.chat.batching import BatchedGeneration, BatchLimits, BatchScheduler
 from tritonmm_server.engines.chat.generator import Generator
+from tritonmm_server.engines.chat.kv_batch import supports_batched_decoding
 from tritonmm_server.engines.chat.media import ChatMedia, DecodedMedia, silent_wav
 from tritonmm_server.engines.chat.params import GenerationParams
 from tritonmm_server.engines.chat.token_stream import Generation
@@ -96,6 +98,8 @@ class ChatEngine:
         max_images: int,
         num_threads: int | None = None,
         native_audio: bool = False,
+        batching: BatchLimits | None = None,
+        device: str | None = None,
     ) -> None:
         if video_max_frames < 1 or video_fps <= 0 or max_images < 1:
             raise ValueError("video_max_frames and max_images must be >= 1 and video_fps > 0")
@@ -109,7 +113,10 @@ class ChatEngine:
         self._processor = AutoProcessor.from_pretrained(self._dir)
         # The multimodal-LM auto class covers the image-text-to-text models and the
         # audio-text ones (Qwen2-Audio) alike.
-        model = AutoModelForMultimodalLM.from_pretrained(self._dir, dtype="auto").eval()
+        # The first GPU when there is one (Triton's KIND_CPU instance groups leave the
+        # choice to the model); the checkpoint's own dtype ("auto").
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = AutoModelForMultimodalLM.from_pretrained(self._dir, dtype="auto").to(device).eval()
         self._sees_images = getattr(self._processor, "image_processor", None) is not None
         self._audio_extractor = _audio_extractor(self._processor)
         if native_audio and self._audio_extractor is None:
@@ -130,6 +137,13 @@ class ChatEngine:
             max_audio_seconds=window / audio_rate if window else DEFAULT_MAX_SECONDS,
         )
         self._generator = Generator.for_checkpoint(model, self._processor.tokenizer, context_size)
+        # Iteration-level batching where the architecture allows it (kv_batch), else a
+        # generate() per request in its own thread (token_stream.Generation).
+        self._scheduler = None
+        if batching is not None and supports_batched_decoding(model):
+            self._scheduler = BatchScheduler(
+                model, self.tokenizer, self.eos_token_ids, context_size, batching, name=self.name
+            )
         self._control_tokens = _control_token_pattern(self.tokenizer, self._processor.chat_template or "")
         # Preprocessing is short; serialising it keeps the (Rust) tokenizer out of
         # concurrent mutation. Generation itself runs unlocked.
@@ -154,6 +168,11 @@ class ChatEngine:
     @property
     def eos_token_ids(self) -> frozenset[int]:
         return self._generator.eos_token_ids
+
+    @property
+    def batching(self) -> BatchLimits | None:
+        """The batch limits when requests share decoding steps; None when each runs alone."""
+        return None if self._scheduler is None else self._scheduler.limits
 
     @property
     def native_audio(self) -> bool:
@@ -210,12 +229,21 @@ class ChatEngine:
         prepared: Prepared,
         params: GenerationParams,
         is_cancelled: Callable[[], bool] = lambda: False,
-    ) -> Generation:
-        """A generation for ``prepared``; nothing runs until it is iterated.
+    ) -> Generation | BatchedGeneration:
+        """A generation for ``prepared``: iterate it for the text of each token.
 
-        ``is_cancelled`` is polled after every token, from the worker thread.
+        With batching it joins the shared batch now (raises :class:`Busy` when the
+        waiting line is full); without, nothing runs until it is iterated.
+        ``is_cancelled`` is polled after every token.
         """
+        if self._scheduler is not None:
+            return self._scheduler.submit(prepared, params, is_cancelled)
         return Generation(self._generator, prepared.inputs, prepared.prompt_tokens, params, is_cancelled)
+
+    def close(self) -> None:
+        """Stop the batch scheduler after the running requests (model unload)."""
+        if self._scheduler is not None:
+            self._scheduler.stop()
 
     def warm_up(self) -> None:
         """Run one short generation so that the first request does not pay for lazy initialisation.

@@ -29,6 +29,8 @@ def supports_batched_decoding(model: Any) -> bool:
     if hasattr(inner, "get_rope_index") or hasattr(model, "get_rope_index"):  # M-RoPE: positions depend on media
         return False
     text_config = model.config.get_text_config()
+    if getattr(text_config, "cross_attention_layers", None):  # Mllama: image states live in the cache too
+        return False
     window = getattr(text_config, "sliding_window", None)
     return not (window and getattr(text_config, "use_sliding_window", False))
 
