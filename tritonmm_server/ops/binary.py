@@ -109,6 +109,8 @@ def server_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
       link a distribution libpython of another patch release, and C extensions of
       the venv's stdlib (``_ssl``) fail with undefined symbols.
     * PYTHONPATH: the repository root, so models import ``tritonmm`` from this tree.
+    * LC_CTYPE: a UTF-8 locale for the stubs, which :mod:`tritonmm_server.backend`
+      applies (the embedded interpreter ignores PYTHONUTF8 and starts in the C locale).
     """
     env = dict(os.environ if base is None else base)
     env["PATH"] = _prepend(str(Path(sys.prefix) / "bin"), env.get("PATH", os.defpath))
@@ -124,4 +126,8 @@ def server_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
         )
     env["LD_LIBRARY_PATH"] = _prepend(str(libdir), env.get("LD_LIBRARY_PATH"))
     env["PYTHONPATH"] = _prepend(str(REPO_ROOT), env.get("PYTHONPATH"))
+    if "UTF-8" not in (env.get("LC_ALL") or env.get("LC_CTYPE") or env.get("LANG") or "").upper().replace(
+        "UTF8", "UTF-8"
+    ):
+        env["LC_CTYPE"] = "C.UTF-8"
     return env
