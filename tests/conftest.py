@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # TMM_TEST_WORK: another work folder, so that two checkouts or sessions can run the suite at once.
 WORK = Path(os.environ.get("TMM_TEST_WORK") or ROOT / ".cache" / "tests").resolve()
 BUNDLED = list_models(ROOT / "model_repository")
-COPIES = ["chat_llava", "chat_audio", "rerank_cross", "text_embedding_tiny"]
+COPIES = ["chat_llava", "chat_audio", "chat_batch1", "rerank_cross", "text_embedding_tiny"]
 FIXTURES = ["refuses", "midstream", "stalls", "echo_bytes", "echo_chat", "echo_chat_native", "echo_chat_no_asr"]
 SERVED = [*BUNDLED, *COPIES, *FIXTURES]
 VIDEO_MAX_FRAMES = 4
@@ -68,6 +68,9 @@ def render_test_repository(dest: Path) -> Path:
     overrides["chat"] = {**overrides["chat"], **_chat_overrides(ensure_tiny_model(WORK, "idefics3"))}
     render_repository(ROOT / "model_repository", dest, overrides=overrides, include=BUNDLED)
     _clone_model(dest, "chat", "chat_llava", _chat_overrides(ensure_tiny_model(WORK, "llava")))
+    # One sequence decoding, one waiting: busy and freed places are easy to cause.
+    one_place = {contract.KEY_BATCH_MAX_SEQUENCES: "1", contract.KEY_BATCH_MAX_WAITING: "1"}
+    _clone_model(dest, "chat", "chat_batch1", {**overrides["chat"], **one_place})
     audio = {**_chat_overrides(ensure_tiny_model(WORK, "qwen2-audio")), contract.KEY_FEATURES: FEATURES["qwen2-audio"]}
     _clone_model(dest, "chat", "chat_audio", audio)
     _clone_model(dest, "rerank", "rerank_cross", _tiny("bert-cross-encoder", **{contract.KEY_CONTEXT_SIZE: "512"}))

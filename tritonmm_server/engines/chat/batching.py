@@ -31,17 +31,19 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.engines.chat.constrained import Constraint
 from tritonmm_server.engines.chat.kv_batch import KvBatch, kv_bytes_per_token
 from tritonmm_server.engines.chat.params import GenerationParams
 from tritonmm_server.engines.chat.token_stream import END, Sampler, TokenText
+
+if TYPE_CHECKING:  # the grammar engine is loaded by whoever builds a constraint, not by every batch
+    from tritonmm_server.engines.chat.constrained import Constraint
 
 LOG = logging.getLogger(__name__)
 MiB = 1024 * 1024
