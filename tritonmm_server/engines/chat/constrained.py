@@ -6,8 +6,10 @@ answer is valid JSON by construction, not by hoping. The grammar engine is
 llguidance: of the four maintained libraries measured by ``devtools/bench_grammar.py``
 (xgrammar, llguidance, outlines-core, lm-format-enforcer) it covers as many schema
 features as the best, costs well under a millisecond per token at a 151k vocabulary,
-and installs as one 3 MB wheel with no dependencies (xgrammar, as fast, pulls in
-``triton``, a 286 MB wheel, on x86-64 Linux).
+and installs as one 3 MB wheel with no dependencies (xgrammar, with as many features
+and masks computed in a third of the time, pulls in ``triton``, a 286 MB wheel, on
+x86-64 Linux; outlines-core took 7 s to compile a schema at 151k and ignores integer
+bounds; lm-format-enforcer took 10 ms per token and ignores string formats).
 
 One :class:`StructuredOutput` per tokenizer (per engine) turns a
 :class:`~tritonmm.structured_output.ResponseFormat` into a per-request
