@@ -58,12 +58,18 @@ class MediaLimits:
     image_max_bytes: int = 40 * 1024 * 1024
     video_max_bytes: int = 200 * 1024 * 1024
     audio_max_bytes: int = 100 * 1024 * 1024  # hours of compressed speech; a 100 MB WAV is ~50 min at 16 kHz
+    document_max_bytes: int = 50 * 1024 * 1024  # PDF files; the server renders their pages (a page cap too)
     fetch_timeout: float = 30.0  # a media URL in a chat message (tools scale theirs to the file's size)
 
     def max_bytes(self, kind: str) -> int:
-        """The size cap of one media kind ("image", "video", "audio"; a ``Modality`` is one):
+        """The size cap of one media kind ("image", "video", "audio", "document"; a ``Modality`` is one):
         the one table every loader, download and check reads."""
-        caps = {"image": self.image_max_bytes, "video": self.video_max_bytes, "audio": self.audio_max_bytes}
+        caps = {
+            "image": self.image_max_bytes,
+            "video": self.video_max_bytes,
+            "audio": self.audio_max_bytes,
+            "document": self.document_max_bytes,
+        }
         if kind not in caps:
             raise ValueError(f"unknown media kind {kind!r}")
         return caps[kind]
