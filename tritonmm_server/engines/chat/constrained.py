@@ -46,7 +46,6 @@ from typing import Any
 import jsonschema
 import llguidance
 import llguidance.hf
-import llguidance.torch
 import numpy as np
 import torch
 from transformers import LogitsProcessor
@@ -80,7 +79,9 @@ class Constraint:
     def __init__(self, matcher: llguidance.LLMatcher, vocab_size: int) -> None:
         self._matcher = matcher
         self._vocab_size = vocab_size
-        self._bitmask = llguidance.torch.allocate_token_bitmask(1, vocab_size)
+        # llguidance writes 32-bit words; its llguidance.torch helpers would import
+        # torch.compile's machinery (~3 s, and locale-sensitive in the python-backend stub).
+        self._bitmask = np.zeros((1, (vocab_size + 31) // 32), dtype=np.int32)
 
     @property
     def is_finished(self) -> bool:
@@ -91,7 +92,7 @@ class Constraint:
         """Set the logit of every token the grammar forbids now to -inf, in place (one row, any device)."""
         if logits_row.shape != (self._vocab_size,):
             raise ValueError(f"expected one row of {self._vocab_size} logits, got shape {tuple(logits_row.shape)}")
-        llguidance.torch.fill_next_token_bitmask(self._matcher, self._bitmask)
+        self._matcher.unsafe_compute_mask_ptr(self._bitmask.ctypes.data, self._bitmask.nbytes)
         self._raise_if_failed()
         logits_row.masked_fill_(_forbidden(self._bitmask, self._vocab_size, logits_row.device)[0], -math.inf)
 
@@ -109,7 +110,7 @@ class Constraint:
         return (self._matcher.get_error() or "no error given").splitlines()[0]  # the rest dumps the parser state
 
 
-def _forbidden(bitmask: torch.Tensor, vocab: int, device: torch.device) -> torch.Tensor:
+def _forbidden(bitmask: np.ndarray, vocab: int, device: torch.device) -> torch.Tensor:
     """The ``[rows, vocab]`` booleans of the tokens a bitmask ``[rows, words]`` forbids, on ``device``.
 
     Unpacked on the CPU: per row, 0.1-0.2 ms at a 152k vocabulary with CUDA logits
@@ -117,7 +118,7 @@ def _forbidden(bitmask: torch.Tensor, vocab: int, device: torch.device) -> torch
     executor with one masking operation per batch gave.
     """
     # Bit j of 32-bit word i allows token 32 * i + j; little-endian bytes read LSB first.
-    allowed = np.unpackbits(bitmask.numpy().view(np.uint8), axis=1, count=vocab, bitorder="little")
+    allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, count=vocab, bitorder="little")
     return torch.from_numpy(allowed == 0).to(device)
 
 
