@@ -88,7 +88,12 @@ def summarise(runs: list[dict]) -> dict:
 
 def engine_streams(model_dir: Path, device: str, tokens: int) -> tuple[StreamFn, StreamFn, Callable[[], None]]:
     """(batched, alone) request functions on one loaded model, in this process."""
-    from transformers import AutoModelForMultimodalLM, AutoProcessor
+    from transformers import AutoProcessor
+
+    try:
+        from transformers import AutoModelForMultimodalLM as AutoModel
+    except ImportError:  # transformers before 5.20
+        from transformers import AutoModelForImageTextToText as AutoModel
 
     from tritonmm_server.engines.chat.batching import BatchLimits, BatchScheduler
     from tritonmm_server.engines.chat.generator import Generator
@@ -96,7 +101,7 @@ def engine_streams(model_dir: Path, device: str, tokens: int) -> tuple[StreamFn,
     from tritonmm_server.engines.chat.token_stream import Generation
 
     processor = AutoProcessor.from_pretrained(model_dir)
-    model = AutoModelForMultimodalLM.from_pretrained(model_dir, dtype="auto").to(device).eval()
+    model = AutoModel.from_pretrained(model_dir, dtype="auto").to(device).eval()
     generator = Generator.for_checkpoint(model, processor.tokenizer, 2048)
     limits = BatchLimits.defaults(torch.device(device))
     scheduler = BatchScheduler(model, processor.tokenizer, generator.eos_token_ids, 2048, limits, name="bench")
@@ -125,7 +130,11 @@ def engine_streams(model_dir: Path, device: str, tokens: int) -> tuple[StreamFn,
         return run
 
     batched = timed(lambda i: scheduler.submit(Prepared(i), params(i), lambda: False))
-    alone = timed(lambda i: Generation(generator, Prepared(i).inputs, Prepared(i).prompt_tokens, params(i), bool))
+    def alone_generation(i: int) -> Generation:
+        prepared = Prepared(i)
+        return Generation(generator, prepared.inputs, prepared.prompt_tokens, params(i), lambda: False)
+
+    alone = timed(alone_generation)
     return batched, alone, scheduler.stop
 
 

@@ -18,13 +18,12 @@ import argparse
 from pathlib import Path
 
 import torch
-from transformers import (
-    GenerationConfig,
-    Idefics3Config,
-    Idefics3ForConditionalGeneration,
-    Idefics3ImageProcessorPil,
-    Idefics3Processor,
-)
+from transformers import GenerationConfig, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+
+try:  # transformers >= 5.20 names the PIL image processors apart
+    from transformers import Idefics3ImageProcessorPil as ImageProcessor
+except ImportError:  # an older transformers, e.g. on a GPU machine's own image
+    from transformers import Idefics3ImageProcessor as ImageProcessor
 
 from tritonmm_server.tiny.common import save, seeded, train_bpe_tokenizer
 from tritonmm_server.tiny.product import IDEFICS3
@@ -61,7 +60,7 @@ def build_smolvlm_256m_shape(dest: Path, dtype: torch.dtype = torch.float32) -> 
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
     )
-    image_processor = Idefics3ImageProcessorPil(
+    image_processor = ImageProcessor(
         do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
     )
     image_seq_len = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2
