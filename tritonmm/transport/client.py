@@ -31,6 +31,7 @@ from tritonmm.settings import ServerSettings
 from tritonmm.transport import http
 from tritonmm.transport.errors import translated
 from tritonmm.transport.grpc_stream import GrpcStreamOpener, InferStream, StreamOpener, build_request
+from tritonmm.transport.sse import GenerateStream, open_generate_stream
 from tritonmm.transport.tensors import InputTensor
 
 CHANNEL_OPTIONS = [
@@ -167,6 +168,14 @@ class TritonClient:
         return InferStream(
             self._opener(target), model, request, target=target, read_timeout=self.settings.timeouts.read
         )
+
+    def stream_generate(self, model: str, body: dict[str, Any]) -> GenerateStream:
+        """Triton's generate extension, streamed (``/generate_stream``, Server-Sent Events): send
+        ``body`` now (an error status raises here); iterate for the events, each a dict; an
+        ``{"error": ...}`` event raises. For models reached over HTTP only."""
+        base = self._endpoint().http_url
+        url = f"{base}/v2/models/{model}/generate_stream"
+        return open_generate_stream(self._http, url, body, model=model, target=base)
 
     # --- capabilities -----------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ binary-data extension.
 from __future__ import annotations
 
 import array
+import math
 import struct
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,28 @@ class InputTensor:
         return encode_bytes(self.elements)
 
 
+@dataclass(frozen=True)
+class ShapedTensor:
+    """An input of any dtype in the spec, with the shape given: what models we did not write
+    take (flags, numbers, lists of words). BYTES values are bytes; others are numbers or bools,
+    row-major. ``spec.triton_dtype`` is the config's (``TYPE_BOOL``, ``TYPE_UINT64``...)."""
+
+    spec: TensorSpec
+    values: tuple
+    shape: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if math.prod(self.shape) != len(self.values):
+            raise ValueError(f"{self.spec.name}: shape {list(self.shape)} does not hold {len(self.values)} values")
+        if self.spec.wire_dtype != "BYTES" and self.spec.wire_dtype not in _PACK_CODES:
+            raise ValueError(f"{self.spec.name}: cannot send {self.spec.wire_dtype} tensors")
+
+    def raw(self) -> bytes:
+        if self.spec.wire_dtype == "BYTES":
+            return encode_bytes(self.values)
+        return struct.pack(f"<{len(self.values)}{_PACK_CODES[self.spec.wire_dtype]}", *self.values)
+
+
 def encode_bytes(elements: tuple[bytes, ...] | list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(e)) + e for e in elements)
 
@@ -51,7 +74,12 @@ def decode_bytes(raw: bytes) -> list[bytes]:
 
 
 # KServe v2 raw tensors are little-endian; array.array decodes them in C.
-_ARRAY_CODES = {"INT32": "i", "INT64": "q", "FP32": "f", "FP64": "d", "BOOL": "b"}
+_ARRAY_CODES = {
+    "INT8": "b", "INT16": "h", "INT32": "i", "INT64": "q",
+    "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q",
+    "FP32": "f", "FP64": "d", "BOOL": "b",
+}  # fmt: skip
+_PACK_CODES = {**_ARRAY_CODES, "BOOL": "?"}
 
 
 def decode(datatype: str, raw: bytes) -> list:
