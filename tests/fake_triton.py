@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import array
 import json
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import httpx
 from tritonclient.grpc import service_pb2
 
@@ -123,6 +125,19 @@ def stream_message(outputs: dict[str, Output] | None = None, *, final: bool = Fa
     return message
 
 
+class FakeRpcError(grpc.RpcError):
+    """What a gRPC call raises when it fails: a status code and its details."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
 class ScriptedCall:
     def __init__(self, script: list) -> None:
         self.script = script
@@ -171,6 +186,16 @@ class ScriptedStreams:
         }
 
 
+def no_dns(host: str, port: int, **kwargs: Any) -> list:
+    """A resolver that knows no name: each endpoint is used as configured."""
+    raise socket.gaierror(socket.EAI_NONAME, f"{host}: no such name in the test")
+
+
+def run_now(probe: Callable[[], None]) -> None:
+    """Run a background health probe at once, so that a test sees its effect in order."""
+    probe()
+
+
 def fake_client(
     router: Callable[[httpx.Request], httpx.Response] | None = None,
     streams: ScriptedStreams | None = None,
@@ -181,4 +206,11 @@ def fake_client(
     settings = ServerSettings.from_credentials({"server_url": URL, **credentials})
     extra = {"clock": clock} if clock is not None else {}
     transport = httpx.MockTransport(router or Router())
-    return TritonClient(settings, http_transport=transport, stream_opener=streams or ScriptedStreams(), **extra)
+    return TritonClient(
+        settings,
+        http_transport=transport,
+        stream_opener=streams or ScriptedStreams(),
+        resolve=no_dns,
+        spawn=run_now,
+        **extra,
+    )

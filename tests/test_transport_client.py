@@ -13,6 +13,7 @@ import pytest
 from tests.fake_triton import (
     URL,
     ClosingMockTransport,
+    FakeRpcError,
     Router,
     ScriptedStreams,
     bytes_out,
@@ -192,17 +193,6 @@ def test_stream_error_messages_are_classified(failure, expected: type) -> None:
     with pytest.raises(expected):
         next(stream)
     assert streams.calls[0].cancelled
-
-
-class FakeRpcError(grpc.RpcError):
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
 
 
 @pytest.mark.parametrize(

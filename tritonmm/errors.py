@@ -6,7 +6,8 @@
     ├── ModelNotFound         the server has no such model
     ├── Unavailable           server or model exists but cannot serve now
     │   ├── ServerNotReady
-    │   └── ModelNotReady
+    │   ├── ModelNotReady
+    │   └── ModelBusy         at capacity now (Triton's busy: answer, HTTP 429): another server may take it
     ├── ConnectionFailed      the server cannot be reached or the connection broke
     │   └── RequestTimeout    no answer within the read timeout
     ├── Unauthorized          a proxy in front of Triton refused the credentials
@@ -46,6 +47,10 @@ class ServerNotReady(Unavailable):
 
 
 class ModelNotReady(Unavailable):
+    pass
+
+
+class ModelBusy(Unavailable):
     pass
 
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from tritonmm.contract import CRED_GRPC_ENDPOINT, CRED_SERVER_URL
 from tritonmm.errors import InvalidInput
+from tritonmm.server_endpoints import ServerEndpoint, parse_endpoints
 from tritonmm.url_policy import UrlPolicy, dify_files_policy
-
-DEFAULT_GRPC_PORT = 8001
 
 # Credential variable names shared by the provider and model forms (the endpoint
 # names live in tritonmm.contract: the launcher prints them too).
 CRED_CONNECT_TIMEOUT = "connect_timeout"
 CRED_READ_TIMEOUT = "read_timeout"
 CRED_IMAGE_MAX_SIDE = "image_max_side"
+# Several servers: how long one request may spend retrying on other endpoints (and the
+# fallback model) before its first token or byte; 0 turns retries off.
+CRED_FAILOVER_TIMEOUT = "failover_timeout"
+DEFAULT_FAILOVER_TIMEOUT = 20.0
+# A customizable model's stand-in: another model name, used when this one is unavailable
+# on every endpoint before anything was streamed.
+CRED_FALLBACK_MODEL = "fallback_model"
 # An API key for a gateway or Triton's --http-restricted-api / --grpc-restricted-protocol,
 # sent on every HTTP request and gRPC call under the header name given (or X-API-Key).
 CRED_API_KEY = "api_key"
@@ -80,18 +85,28 @@ DEFAULT_MEDIA_LIMITS = MediaLimits()
 
 @dataclass(frozen=True)
 class ServerSettings:
-    http_url: str  # e.g. http://127.0.0.1:8000, no trailing slash
-    grpc_target: str  # host:port
+    endpoints: tuple[ServerEndpoint, ...]  # one or more servers, in the order the credentials list them
     timeouts: Timeouts = DEFAULT_TIMEOUTS
     media: MediaLimits = DEFAULT_MEDIA_LIMITS
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (lower-case names: gRPC metadata)
     # Which media URLs may be downloaded (SSRF guard); Dify's FILES_URL is read from the environment.
     url_policy: UrlPolicy = field(default_factory=dify_files_policy)
+    failover_timeout: float = DEFAULT_FAILOVER_TIMEOUT  # seconds of retries before the first token; 0: none
+    fallback_model: str = ""  # used when the requested model is unavailable everywhere; "" for none
+
+    @property
+    def http_url(self) -> str:
+        """The first server's HTTP URL (e.g. http://127.0.0.1:8000, no trailing slash)."""
+        return self.endpoints[0].http_url
+
+    @property
+    def grpc_target(self) -> str:
+        """The first server's gRPC ``host:port``."""
+        return self.endpoints[0].grpc_target
 
     @classmethod
     def from_credentials(cls, credentials: Mapping[str, Any]) -> ServerSettings:
-        http_url = _http_url(credentials.get(CRED_SERVER_URL))
-        grpc_target = _grpc_target(credentials.get(CRED_GRPC_ENDPOINT), http_url)
+        endpoints = parse_endpoints(credentials.get(CRED_SERVER_URL), credentials.get(CRED_GRPC_ENDPOINT))
         timeouts = Timeouts(
             connect=_positive_float(credentials, CRED_CONNECT_TIMEOUT, DEFAULT_TIMEOUTS.connect),
             read=_positive_float(credentials, CRED_READ_TIMEOUT, DEFAULT_TIMEOUTS.read),
@@ -105,12 +120,13 @@ class ServerSettings:
             extra_base_urls=[url + "/files/" for url in files_urls],
         )
         return cls(
-            http_url=http_url,
-            grpc_target=grpc_target,
+            endpoints=endpoints,
             timeouts=timeouts,
             media=media,
             headers=headers,
             url_policy=url_policy,
+            failover_timeout=_seconds(credentials, CRED_FAILOVER_TIMEOUT, DEFAULT_FAILOVER_TIMEOUT),
+            fallback_model=_model_name(credentials, CRED_FALLBACK_MODEL),
         )
 
 
@@ -141,32 +157,6 @@ def flag(credentials: Mapping[str, Any], key: str, default: bool) -> bool:
     raise InvalidInput(f"'{key}' must be true or false, got {raw!r}")
 
 
-def _http_url(raw: Any) -> str:
-    text = str(raw or "").strip().rstrip("/")
-    if not text:
-        raise InvalidInput(f"'{CRED_SERVER_URL}' is required, e.g. http://127.0.0.1:8000")
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"'{CRED_SERVER_URL}' must be an http(s) URL, got {raw!r}")
-    return text
-
-
-def _grpc_target(raw: Any, http_url: str) -> str:
-    text = str(raw or "").strip()
-    if text:
-        text = text.split("://", 1)[-1].rstrip("/")
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise InvalidInput(f"'{CRED_GRPC_ENDPOINT}' must be host:port, got {raw!r}")
-        return text
-    host = urlsplit(http_url).hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    return f"{host}:{DEFAULT_GRPC_PORT}"
-
-
 def _positive_float(credentials: Mapping[str, Any], key: str, default: float) -> float:
     raw = credentials.get(key)
     if raw is None or str(raw).strip() == "":
@@ -178,3 +168,24 @@ def _positive_float(credentials: Mapping[str, Any], key: str, default: float) ->
     if value <= 0:
         raise InvalidInput(f"'{key}' must be positive, got {raw!r}")
     return value
+
+
+def _seconds(credentials: Mapping[str, Any], key: str, default: float) -> float:
+    """A duration that may be 0 (off)."""
+    raw = credentials.get(key)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"'{key}' must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise InvalidInput(f"'{key}' must be 0 or more seconds, got {raw!r}")
+    return value
+
+
+def _model_name(credentials: Mapping[str, Any], key: str) -> str:
+    name = str(credentials.get(key) or "").strip()
+    if any(c.isspace() or c in ",/" for c in name):
+        raise InvalidInput(f"'{key}' must be one model name as the Triton repository spells it, got {name!r}")
+    return name

@@ -14,12 +14,14 @@ from tritonmm.errors import (
     Cancelled,
     ConnectionFailed,
     InvalidInput,
+    ModelBusy,
     ModelNotFound,
+    ModelNotReady,
     RequestTimeout,
     ServerError,
+    ServerNotReady,
     TritonMMError,
     Unauthorized,
-    Unavailable,
 )
 
 _UNKNOWN_MODEL = re.compile(r"unknown model|has no available versions|is not found", re.I)
@@ -42,23 +44,26 @@ def from_server_message(message: str, model: str) -> TritonMMError:
     """Classify an error that Triton sent as text only (stream errors carry no code)."""
     if message.startswith(INVALID_INPUT_PREFIX):
         return InvalidInput(message[len(INVALID_INPUT_PREFIX) :])
-    if message.startswith(BUSY_PREFIX):  # not started: retrying later can succeed
-        return Unavailable(f"model '{model}' is busy: {message[len(BUSY_PREFIX) :]}")
+    if message.startswith(BUSY_PREFIX):  # not started: retrying later, or elsewhere, can succeed
+        return ModelBusy(f"model '{model}' is busy: {message[len(BUSY_PREFIX) :]}")
     if _UNKNOWN_MODEL.search(message):
         return ModelNotFound(f"model '{model}': {message}")
     if _NOT_READY.search(message):
-        return Unavailable(f"model '{model}': {message}")
+        return ModelNotReady(f"model '{model}': {message}")
     return ServerError(f"model '{model}' failed: {message}")
 
 
 def from_http_status(status: int, message: str, model: str) -> TritonMMError:
     """Triton's HTTP status follows the error code (INVALID_ARG 400, NOT_FOUND 404,
     UNAVAILABLE 503, INTERNAL 500); its texts refine 400, which it also uses for
-    unknown and unready models."""
+    unknown and unready models. 503 without Triton's busy text is a server (or the proxy in
+    front of it) that cannot serve now; 429 is a proxy's rate limit."""
     if status in (401, 403):
         return Unauthorized(f"the server refused the credentials (HTTP {status}): {message}")
-    if status == 503:
-        return Unavailable(f"the server is unavailable (HTTP 503): {message}")
+    if status == 429:
+        return ModelBusy(f"the server has too many requests (HTTP 429): {message}")
+    if status == 503 and not message.startswith(BUSY_PREFIX):
+        return ServerNotReady(f"the server is unavailable (HTTP 503): {message}")
     error = from_server_message(message, model)
     if status == 400 and type(error) is ServerError:
         return InvalidInput(f"model '{model}' refused the request: {message}")

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tritonmm.errors import ConnectionFailed, RequestTimeout
+from tritonmm.errors import ConnectionFailed, RequestTimeout, TritonMMError
 from tritonmm.transport import tensors
 from tritonmm.transport.errors import from_server_message, translated
+from tritonmm.transport.failover import Outcome, classify
 
 
 class StreamCall(Protocol):
@@ -48,8 +49,41 @@ class StreamOpener(Protocol):
     def close(self) -> None: ...
 
 
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    # gRPC servers (Triton included) answer pings more often than every 5 minutes without
+    # data with GOAWAY "too_many_pings", which kills a stream waiting on a slow first
+    # token. Dead connections are caught by the stream's read-timeout watchdog instead.
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    # A server that was down is reconnected within 2 s of coming back (gRPC's default backoff
+    # grows to 2 minutes), so the health probe that puts it back in service finds it connected.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+
 class GrpcStreamOpener:
     """Calls on one gRPC channel, with the API-key metadata on each."""
+
+    @classmethod
+    def connect(
+        cls,
+        target: str,
+        label: str,
+        headers: tuple[tuple[str, str], ...],
+        connect_timeout: float,
+        *,
+        authority: str = "",
+    ) -> GrpcStreamOpener:
+        """An opener on a new channel to ``target`` (``host:port``); ``authority``: the name the
+        server sees when ``target`` is an IP that a configured name resolved to."""
+        _init_gevent_once()
+        options = list(CHANNEL_OPTIONS)
+        if authority:
+            options.append(("grpc.default_authority", authority))
+        return cls(grpc.insecure_channel(target, options=options), label, headers, connect_timeout)
 
     def __init__(
         self, channel: grpc.Channel, target: str, headers: tuple[tuple[str, str], ...], connect_timeout: float
@@ -61,16 +95,22 @@ class GrpcStreamOpener:
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
     def open(self, requests: Iterator[service_pb2.ModelInferRequest]) -> StreamCall:
-        ready = grpc.channel_ready_future(self._channel)
-        try:
-            ready.result(timeout=self._connect_timeout)
-        except grpc.FutureTimeoutError:
-            ready.cancel()  # else it keeps polling the channel, after close() too
+        if not self.wait_ready(self._connect_timeout):
             raise ConnectionFailed(
                 f"cannot connect to Triton gRPC at {self._target} within {self._connect_timeout:g} s "
                 "(is the server running and the gRPC endpoint right?)"
-            ) from None
+            )
         return self._stub.ModelStreamInfer(requests, metadata=self._metadata)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether the channel is connected, or connects within ``timeout`` seconds."""
+        ready = grpc.channel_ready_future(self._channel)
+        try:
+            ready.result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            ready.cancel()  # else it keeps polling the channel, after close() too
+            return False
+        return True
 
     def close(self) -> None:
         self._channel.close()
@@ -88,6 +128,13 @@ class InferStream:
     The server is told to cancel as soon as the consumer stops iterating early
     (closing the generator, a Dify timeout, a client disconnect), which frees
     the model: Triton's cancellation reaches ``request.is_cancelled()``.
+
+    ``start()`` waits for the first response: a failure until then is one a retry
+    elsewhere may fix (the client's failover runs it). A failure after the first
+    response has reached the caller ends the stream with an error that says so: a
+    retry would repeat what was already sent. ``on_close(error)`` runs once, when the
+    stream ends for any reason, with the error that broke it after its first response,
+    if one did (a failure before it is raised to whoever waits in ``start()``).
     """
 
     def __init__(
@@ -98,17 +145,35 @@ class InferStream:
         *,
         target: str,
         read_timeout: float,
+        on_close: Callable[[TritonMMError | None], None] | None = None,
     ) -> None:
         self._model = model
         self._target = target
         self._read_timeout = read_timeout
+        self._on_close = on_close
+        self._error: TritonMMError | None = None
         self._done = threading.Event()
         self._activity = threading.Event()
         self._timed_out = False
-        with translated(target, model):
-            self._call = opener.open(self._requests(request))
+        self._started = False
+        self._first_read = False
+        self._first: StreamResponse | None = None
+        try:
+            with translated(target, model):
+                self._call = opener.open(self._requests(request))
+        except TritonMMError:
+            self._done.set()
+            self._finish(None)
+            raise
+        self._responses = self._read()
         self._watchdog = threading.Thread(target=self._watch, name="tmm-stream-watchdog", daemon=True)
         self._watchdog.start()
+
+    def start(self) -> None:
+        """Wait for the first response; a failure before it raises here."""
+        if not self._started:
+            self._started = True
+            self._first = next(self._responses, None)
 
     def _requests(self, request: service_pb2.ModelInferRequest) -> Iterator[service_pb2.ModelInferRequest]:
         yield request
@@ -125,6 +190,22 @@ class InferStream:
             self._activity.clear()
 
     def __iter__(self) -> Iterator[StreamResponse]:
+        self.start()
+        first, self._first = self._first, None
+        if first is None:
+            return
+        yield first
+        try:
+            yield from self._responses
+        except TritonMMError as exc:
+            if classify(exc) is Outcome.FINAL:  # the request's own failure: no retry could have helped
+                raise
+            raise type(exc)(
+                f"{exc} (the answer had begun on {self._target}; it is not retried, as a retry would repeat "
+                "what was already sent)"
+            ) from exc
+
+    def _read(self) -> Iterator[StreamResponse]:
         try:
             with translated(self._target, self._model):
                 for message in self._call:
@@ -132,15 +213,24 @@ class InferStream:
                     if message.error_message:
                         raise from_server_message(message.error_message, self._model)
                     response = _decode(message.infer_response)
+                    self._first_read = True
                     yield response
                     if response.final:
                         return
-        except Exception:
+        except Exception as exc:
             if self._timed_out:
-                raise RequestTimeout(
+                error = RequestTimeout(
                     f"model '{self._model}' sent nothing for {self._read_timeout:g} s (read timeout)"
-                ) from None
-            raise
+                )
+            elif isinstance(exc, TritonMMError):
+                error = exc
+            else:
+                raise
+            if self._first_read:
+                self._error = error
+            if error is exc:
+                raise
+            raise error from None
         finally:
             self.close()
 
@@ -149,6 +239,12 @@ class InferStream:
             self._done.set()
             self._activity.set()
             self._call.cancel()
+            self._finish(self._error)
+
+    def _finish(self, error: TritonMMError | None) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(error)
 
 
 def _decode(response: service_pb2.ModelInferResponse) -> StreamResponse:
@@ -160,8 +256,11 @@ def _decode(response: service_pb2.ModelInferResponse) -> StreamResponse:
     return StreamResponse(outputs=outputs, final=bool(final_param and final_param.bool_param))
 
 
-def build_request(model: str, inputs: list[tensors.InputTensor], outputs: list[str]) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name=model, id=uuid.uuid4().hex)
+def build_request(
+    model: str, inputs: list[tensors.InputTensor], outputs: list[str], request_id: str = ""
+) -> service_pb2.ModelInferRequest:
+    """``request_id`` names the request in Triton's log and traces (one per call, the same on a retry)."""
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id or uuid.uuid4().hex)
     request.parameters["triton_enable_empty_final_response"].bool_param = True
     for tensor in inputs:
         entry = request.inputs.add()
@@ -172,3 +271,27 @@ def build_request(model: str, inputs: list[tensors.InputTensor], outputs: list[s
     for name in outputs:
         request.outputs.add().name = name
     return request
+
+
+_gevent_ready = False
+_gevent_lock = threading.Lock()
+
+
+def _init_gevent_once() -> None:
+    """gRPC's own threads must cooperate with gevent, or a stream never wakes the handler waiting on it.
+
+    The Dify SDK monkey-patches the process with gevent; outside it (tests, tools) nothing is done.
+    """
+    global _gevent_ready
+    with _gevent_lock:
+        if _gevent_ready:
+            return
+        try:
+            from gevent import monkey
+        except ImportError:
+            monkey = None
+        if monkey is not None and monkey.is_module_patched("socket"):
+            from grpc.experimental import gevent as grpc_gevent
+
+            grpc_gevent.init_gevent()
+        _gevent_ready = True

@@ -17,10 +17,12 @@ from tritonmm.transport.errors import from_http_status
 from tritonmm.transport.tensors import InputTensor
 
 
-def infer_body(inputs: list[InputTensor], outputs: list[str]) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of a binary ``/infer`` request: a JSON header, then each tensor's bytes."""
+def infer_body(inputs: list[InputTensor], outputs: list[str], request_id: str = "") -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a binary ``/infer`` request: a JSON header, then each tensor's bytes.
+    ``request_id`` names the request in Triton's log and traces."""
     raws = [t.raw() for t in inputs]
     header = {
+        **({"id": request_id} if request_id else {}),
         "inputs": [
             {"name": t.spec.name, "shape": t.shape, "datatype": t.spec.wire_dtype,
              "parameters": {"binary_data_size": len(raw)}}

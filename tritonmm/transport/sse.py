@@ -14,7 +14,7 @@ connection go and cancels the request.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -25,10 +25,22 @@ from tritonmm.transport.http import raise_for_status
 
 
 def open_generate_stream(
-    http_client: httpx.Client, url: str, body: dict[str, Any], *, model: str, target: str
+    http_client: httpx.Client,
+    url: str,
+    body: dict[str, Any],
+    *,
+    model: str,
+    target: str,
+    headers: Mapping[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
+    on_close: Callable[[], None] | None = None,
 ) -> GenerateStream:
-    """Send the request now (connection errors and an error status raise here)."""
-    request = http_client.build_request("POST", url, json=body, headers={"Accept": "text/event-stream"})
+    """Send the request now (connection errors and an error status raise here). ``headers`` and
+    ``extensions`` go with the request (the client's Host and TLS name when it connects to an IP);
+    ``on_close`` runs once when the stream is closed."""
+    request = http_client.build_request(
+        "POST", url, json=body, headers={"Accept": "text/event-stream", **(headers or {})}, extensions=extensions
+    )
     with translated(target, model):
         response = http_client.send(request, stream=True)
         if response.status_code != 200:
@@ -37,16 +49,19 @@ def open_generate_stream(
             finally:
                 response.close()
             raise_for_status(response, model)
-    return GenerateStream(response, model, target)
+    return GenerateStream(response, model, target, on_close)
 
 
 class GenerateStream:
     """The events of one ``generate_stream`` call, as dicts; ``close()`` ends the call."""
 
-    def __init__(self, response: httpx.Response, model: str, target: str) -> None:
+    def __init__(
+        self, response: httpx.Response, model: str, target: str, on_close: Callable[[], None] | None = None
+    ) -> None:
         self._response = response
         self._model = model
         self._target = target
+        self._on_close = on_close
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
@@ -69,6 +84,9 @@ class GenerateStream:
 
     def close(self) -> None:
         self._response.close()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
 
 
 def event_data(lines: Iterable[str]) -> Iterator[str]:
