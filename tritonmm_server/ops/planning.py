@@ -15,6 +15,7 @@ from typing import TextIO
 
 from tritonmm.contract import KEY_MODEL_PATH, KEY_TASK, KEY_WEIGHTS
 from tritonmm_server.ops.errors import LaunchError
+from tritonmm_server.ops.network import LOOPBACK
 from tritonmm_server.ops.paths import DEFAULT_REPOSITORY, DEFAULT_WORK_DIR
 from tritonmm_server.ops.repository import CONFIG_NAME, RepositoryError, list_models, model_parameters
 from tritonmm_server.ops.weights import PACKAGED_WEIGHTS, TASK_WEIGHTS, WEIGHTS_CHECKPOINT, WEIGHTS_TINY, tiny_notice
@@ -26,6 +27,9 @@ class LaunchOptions:
     work_dir: Path = DEFAULT_WORK_DIR
     checkpoints: Mapping[str, Path] = field(default_factory=dict)  # model name -> HF checkpoint dir
     models: list[str] | None = None  # None: every model in the repository
+    # The IPv4 address Triton listens on: loopback by default (Triton has no authentication of its
+    # own); 0.0.0.0 for every interface, as a container or a server other machines reach needs.
+    host: str = LOOPBACK
     http_port: int | None = None  # None or 0: a free port
     grpc_port: int | None = None
     metrics_port: int | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,8 @@ from tritonmm_server.ops.repository import render_repository
 from tritonmm_server.ops.server import ModelState, TritonServer
 from tritonmm_server.ops.state import refuse_if_running
 from tritonmm_server.ops.weights import PACKAGED_WEIGHTS, WEIGHTS_TINY, tiny_notice
+
+WILDCARD = "0.0.0.0"
 
 
 def launch(options: LaunchOptions, out: TextIO = sys.stdout) -> TritonServer:
@@ -30,6 +33,7 @@ def launch(options: LaunchOptions, out: TextIO = sys.stdout) -> TritonServer:
     )
     server = TritonServer(
         rendered,
+        host=options.host,
         http_port=options.http_port or None,
         grpc_port=options.grpc_port or None,
         metrics_port=options.metrics_port or None,
@@ -56,13 +60,22 @@ def print_status(server: TritonServer, plans: Sequence[ModelPlan], out: TextIO =
     for plan in plans:
         if plan.weights == WEIGHTS_TINY:
             print(tiny_notice(plan.name, plan.task), file=out)
+    if server.host == WILDCARD:
+        reach = socket.gethostname()  # 0.0.0.0 is where it listens, not an address to connect to
+        where = (
+            f"The server listens on every interface ({WILDCARD}): use a name or address of this machine that "
+            "Dify's plugin daemon reaches. Triton has no authentication: keep the ports off untrusted networks."
+        )
+    else:
+        reach = server.host
+        where = f"The server listens on {server.host} only, so Dify's plugin daemon must run on this host."
     print(
         f"\nHTTP:    {server.http_url}\ngRPC:    {server.grpc_url}\nmetrics: {server.metrics_url}\n"
         f"log:     {server.log_path}\n\n"
         f"Point Dify at it: in the Triton Multimodal plugin's credentials set\n"
-        f"  Server URL ({CRED_SERVER_URL}):       {server.http_url}\n"
-        f"  gRPC endpoint ({CRED_GRPC_ENDPOINT}): {server.grpc_url}\n"
-        f"The server listens on {server.host} only, so Dify's plugin daemon must run on this host.",
+        f"  Server URL ({CRED_SERVER_URL}):       http://{reach}:{server.ports.http}\n"
+        f"  gRPC endpoint ({CRED_GRPC_ENDPOINT}): {reach}:{server.ports.grpc}\n"
+        f"{where}",
         file=out,
         flush=True,
     )
