@@ -107,6 +107,8 @@ def engine_streams(model_dir: Path, device: str, tokens: int) -> tuple[StreamFn,
     scheduler = BatchScheduler(model, processor.tokenizer, generator.eos_token_ids, 2048, limits, name="bench")
 
     class Prepared:  # what engine.prepare gives: the processor's inputs and their length
+        hidden_ids = None  # no tools offered: the tokenizer's own special tokens stay hidden
+
         def __init__(self, i: int) -> None:
             conversation = [{"role": "user", "content": [{"type": "text", "text": f"{PROMPT} ({i})"}]}]
             self.inputs = processor.apply_chat_template(
@@ -217,6 +219,14 @@ def main() -> None:
                     runs[side].append(measure(fn, count))
                 print(f"  {count:>3} streams, round {round_ + 1}/{args.rounds} done", flush=True)
             table[str(count)] = {side: summarise(r) for side, r in runs.items()}
+            row = table[str(count)]
+            print(  # as soon as it is known: a run cut short still says what it measured
+                f"  {count} streams: on {row['on']['tokens_per_s']:.0f} tok/s "
+                f"(TTFT p50 {row['on']['ttft_p50_ms']:.0f} ms, p95 {row['on']['ttft_p95_ms']:.0f} ms), "
+                f"off {row['off']['tokens_per_s']:.0f} tok/s "
+                f"(TTFT p50 {row['off']['ttft_p50_ms']:.0f} ms, p95 {row['off']['ttft_p95_ms']:.0f} ms)",
+                flush=True,
+            )
     finally:
         stop()
     single = table[str(counts[0])]["on"]["tokens_per_s"]
