@@ -1,4 +1,4 @@
-"""Media made on the fly for tests: images, a decompression bomb, a video."""
+"""Media made on the fly for tests: images, a decompression bomb, a video, PDF documents."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 from fractions import Fraction
 
 from PIL import Image, ImageDraw
+from pypdf import PdfReader, PdfWriter
 
 
 def png(width: int = 96, height: int = 64, color: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -86,4 +87,21 @@ def mp4_gop(
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return out.getvalue()
+
+
+def pdf(pages: int = 3, size: tuple[int, int] = (612, 792)) -> bytes:
+    """A PDF of ``pages`` letter-sized pages, each a different colour."""
+    images = [Image.new("RGB", size, (60 * i % 256, 120, 200)) for i in range(pages)]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", save_all=True, append_images=images[1:], resolution=72.0)
+    return out.getvalue()
+
+
+def encrypted_pdf(pages: int = 1) -> bytes:
+    """A PDF that needs a password to open."""
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf(pages))))
+    writer.encrypt(user_password="secret", owner_password="owner", algorithm="AES-256")
+    out = io.BytesIO()
+    writer.write(out)
     return out.getvalue()

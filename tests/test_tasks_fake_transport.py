@@ -295,8 +295,8 @@ def test_admin_statistics_control_and_metrics() -> None:
 
 
 def test_one_cap_table_for_every_kind() -> None:
-    limits = MediaLimits(image_max_bytes=10, video_max_bytes=20, audio_max_bytes=30)
-    assert [limits.max_bytes(m) for m in Modality] == [10, 20, 30]
+    limits = MediaLimits(image_max_bytes=10, video_max_bytes=20, audio_max_bytes=30, document_max_bytes=40)
+    assert [limits.max_bytes(m) for m in Modality] == [10, 20, 30, 40]
     with pytest.raises(ValueError, match="unknown media kind 'pdf'"):
         limits.max_bytes("pdf")
 

@@ -1,10 +1,14 @@
 """The chat request on the wire, one module for both ends.
 
 A chat request is ``MESSAGES_JSON`` (a JSON list of ``{"role", "content": [parts]}``)
-plus one BYTES tensor per media kind (``IMAGES``, ``VIDEOS``, ``AUDIOS``). A media
-part points into its kind's tensor: ``{"type": "image", "index": 0}`` is element 0
-of ``IMAGES``. The plugin encodes with :func:`encode_messages`, the server decodes
-with :func:`decode_messages`; neither spells the format anywhere else.
+plus one BYTES tensor per media kind (``IMAGES``, ``VIDEOS``, ``AUDIOS``, ``DOCUMENTS``).
+A media part points into its kind's tensor: ``{"type": "image", "index": 0}`` is
+element 0 of ``IMAGES``. The plugin encodes with :func:`encode_messages`, the server
+decodes with :func:`decode_messages`; neither spells the format anywhere else.
+
+An agent's history rides along: an assistant message may carry the calls it made,
+``"tool_calls": [{"id", "name", "arguments": JSON text of an object}]``, and a ``tool``
+message carries one call's result, ``{"role": "tool", "tool_call_id", "name", "content"}``.
 
 One numbering rule for people: media are counted **from 1, per kind, in the order
 they appear in the request** (all messages, in order). Wire index 0 of ``IMAGES``
@@ -24,9 +28,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
+from tritonmm.tool_calls import ToolCall
+
+ROLES = ("system", "user", "assistant", "tool")
 TEXT = "text"
-MEDIA_KINDS = ("image", "video", "audio")
+MEDIA_KINDS = ("image", "video", "audio", "document")
 
 
 class WireError(ValueError):
@@ -49,6 +55,9 @@ class WirePart:
 class WireMessage:
     role: str
     parts: tuple[WirePart, ...]
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant: the calls it made, in order
+    tool_call_id: str = ""  # tool: the call this is the result of
+    name: str = ""  # tool: the function called
 
 
 def media_label(kind: str, index: int) -> str:
@@ -75,7 +84,14 @@ def _encode_message(message: WireMessage) -> dict[str, Any]:
     content = [
         {"type": TEXT, "text": p.text} if p.kind == TEXT else {"type": p.kind, "index": p.index} for p in message.parts
     ]
-    return {"role": message.role, "content": content}
+    encoded: dict[str, Any] = {"role": message.role, "content": content}
+    if message.tool_calls:
+        encoded["tool_calls"] = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments_json} for c in message.tool_calls
+        ]
+    if message.role == "tool":
+        encoded.update(tool_call_id=message.tool_call_id, name=message.name)
+    return encoded
 
 
 def decode_messages(raw: bytes | str) -> list[WireMessage]:
@@ -103,10 +119,38 @@ def _decode_message(i: int, raw: Any) -> WireMessage:
         raise WireError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
     content = raw.get("content")
     if isinstance(content, str):
-        return WireMessage(role, (text_part(content),))
-    if not isinstance(content, list):
+        parts: tuple[WirePart, ...] = (text_part(content),)
+    elif isinstance(content, list):
+        parts = tuple(_decode_part(f"{where} part {j + 1}", p) for j, p in enumerate(content))
+    else:
         raise WireError(f"{where}: content must be a string or a list of parts")
-    return WireMessage(role, tuple(_decode_part(f"{where} part {j + 1}", p) for j, p in enumerate(content)))
+    calls = raw.get("tool_calls") or []
+    if calls and role != "assistant":
+        raise WireError(f"{where}: only an assistant message carries tool_calls, not a {role} message")
+    if not isinstance(calls, list):
+        raise WireError(f"{where}: tool_calls must be a list")
+    tool_call_id, name = raw.get("tool_call_id", ""), raw.get("name", "")
+    if role == "tool" and not (isinstance(tool_call_id, str) and isinstance(name, str)):
+        raise WireError(f"{where}: a tool message needs a string tool_call_id and name")
+    tool_calls = tuple(_decode_call(f"{where} tool call {j + 1}", c) for j, c in enumerate(calls))
+    if role != "tool":
+        return WireMessage(role, parts, tool_calls)
+    return WireMessage(role, parts, tool_call_id=tool_call_id, name=name)
+
+
+def _decode_call(where: str, raw: Any) -> ToolCall:
+    if not isinstance(raw, dict):
+        raise WireError(f"{where} must be an object, got {type(raw).__name__}")
+    call_id, name, arguments = raw.get("id", ""), raw.get("name"), raw.get("arguments") or "{}"
+    if not isinstance(call_id, str) or not isinstance(name, str) or not name:
+        raise WireError(f"{where} needs a string id and a non-empty name")
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else None
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise WireError(f"{where} ({name}): arguments must be the JSON text of an object")
+    return ToolCall(call_id, name, arguments)
 
 
 def _decode_part(where: str, raw: Any) -> WirePart:

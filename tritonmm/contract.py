@@ -35,15 +35,21 @@ class Task(StrEnum):
 
 
 class Feature(StrEnum):
-    """Media a chat model accepts; declared as ``tmm.features`` (comma separated).
-
-    The values are Dify's own ``ModelFeature`` names so that the plugin can copy
-    them into a model schema without translation.
-    """
+    """What a model takes, as Dify's ``ModelFeature`` names. ``tmm.features`` (comma separated) lists
+    media only; the plugin adds ``document`` to ``vision`` (the server renders PDF pages into images)
+    and the tool-call three where ``tmm.tool_call_family`` names a family."""
 
     VISION = "vision"
     VIDEO = "video"
     AUDIO = "audio"
+    DOCUMENT = "document"
+    TOOL_CALL = "tool-call"
+    MULTI_TOOL_CALL = "multi-tool-call"
+    STREAM_TOOL_CALL = "stream-tool-call"
+
+
+MEDIA_FEATURES = frozenset({Feature.VISION, Feature.VIDEO, Feature.AUDIO, Feature.DOCUMENT})
+TOOL_CALL_FEATURES = frozenset({Feature.TOOL_CALL, Feature.MULTI_TOOL_CALL, Feature.STREAM_TOOL_CALL})
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,9 @@ CHAT_AUDIOS = TensorSpec("AUDIOS", "TYPE_STRING", (-1,), optional=True)
 # PDF files, for chat models that see images: the server renders each page into an
 # image (tmm.document_max_pages, tmm.document_dpi); a part {"type": "document", "index": i}.
 CHAT_DOCUMENTS = TensorSpec("DOCUMENTS", "TYPE_STRING", (-1,), optional=True)
-CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS, CHAT_AUDIOS)
+# The tools offered: a JSON list of {"name", "description", "parameters": JSON schema}.
+CHAT_TOOLS = TensorSpec("TOOLS_JSON", "TYPE_STRING", (1,), optional=True)
+CHAT_INPUTS = (CHAT_MESSAGES, CHAT_IMAGES, CHAT_VIDEOS, CHAT_PARAMS, CHAT_AUDIOS, CHAT_DOCUMENTS, CHAT_TOOLS)
 
 # Each intermediate response carries TEXT (the new token's text). The final
 # response carries FINISH_REASON and the token counts, and the FINAL flag.
@@ -81,7 +89,10 @@ CHAT_TEXT = TensorSpec("TEXT", "TYPE_STRING", (1,))
 CHAT_FINISH_REASON = TensorSpec("FINISH_REASON", "TYPE_STRING", (1,))
 CHAT_PROMPT_TOKENS = TensorSpec("PROMPT_TOKENS", "TYPE_INT32", (1,))
 CHAT_COMPLETION_TOKENS = TensorSpec("COMPLETION_TOKENS", "TYPE_INT32", (1,))
-CHAT_OUTPUTS = (CHAT_TEXT, CHAT_FINISH_REASON, CHAT_PROMPT_TOKENS, CHAT_COMPLETION_TOKENS)
+# On the final response: the calls the model made, a JSON list of {"id", "name", "arguments":
+# JSON text of an object}; "[]" when none. Their markup never comes out in TEXT.
+CHAT_TOOL_CALLS = TensorSpec("TOOL_CALLS_JSON", "TYPE_STRING", (1,))
+CHAT_OUTPUTS = (CHAT_TEXT, CHAT_FINISH_REASON, CHAT_PROMPT_TOKENS, CHAT_COMPLETION_TOKENS, CHAT_TOOL_CALLS)
 
 # --- text embedding (dynamic batching: one text per batch row) ---------------
 # dims exclude the batch dimension: a request of n texts has shape [n, 1].
@@ -178,7 +189,7 @@ MATCH_OUTPUTS = (MATCH_SCORES, MATCH_SIMILARITIES, MATCH_HEATMAP)
 
 # Media tensor per message part type; a part {"type": "image", "index": i}
 # refers to element i of CHAT_IMAGES.
-CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS, "audio": CHAT_AUDIOS}
+CHAT_MEDIA_TENSORS = {"image": CHAT_IMAGES, "video": CHAT_VIDEOS, "audio": CHAT_AUDIOS, "document": CHAT_DOCUMENTS}
 
 # Keys of PARAMS_JSON. The server validates types and ranges.
 PARAM_MAX_TOKENS = "max_tokens"
@@ -187,12 +198,14 @@ PARAM_TOP_P = "top_p"
 PARAM_TOP_K = "top_k"
 PARAM_STOP = "stop"
 PARAM_SEED = "seed"
-CHAT_PARAM_KEYS = (PARAM_MAX_TOKENS, PARAM_TEMPERATURE, PARAM_TOP_P, PARAM_TOP_K, PARAM_STOP, PARAM_SEED)
 # Structured output (Dify's own parameter names and values): PARAM_RESPONSE_FORMAT is
 # RESPONSE_JSON_OBJECT or RESPONSE_JSON_SCHEMA (absent: text); with RESPONSE_JSON_SCHEMA,
 # PARAM_JSON_SCHEMA is the JSON schema object itself. tritonmm.structured_output parses them.
 PARAM_RESPONSE_FORMAT = "response_format"
 PARAM_JSON_SCHEMA = "json_schema"
+PARAM_ENABLE_THINKING = "enable_thinking"  # true/false, where tmm.thinking_switch is "true"
+CHAT_PARAM_KEYS = (PARAM_MAX_TOKENS, PARAM_TEMPERATURE, PARAM_TOP_P, PARAM_TOP_K, PARAM_STOP, PARAM_SEED)
+CHAT_PARAM_KEYS += (PARAM_RESPONSE_FORMAT, PARAM_JSON_SCHEMA, PARAM_ENABLE_THINKING)
 RESPONSE_TEXT = "text"
 RESPONSE_JSON_OBJECT = "json_object"
 RESPONSE_JSON_SCHEMA = "json_schema"
@@ -209,6 +222,7 @@ BUSY_PREFIX = "busy: "
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_CANCELLED = "cancelled"
+FINISH_TOOL_CALLS = "tool_calls"  # the turn ends with tool calls (TOOL_CALLS_JSON)
 
 # --- capability keys in config.pbtxt `parameters` ----------------------------
 KEY_TASK = "tmm.task"
@@ -241,6 +255,9 @@ KEY_KV_CACHE_MB = "tmm.kv_cache_mb"  # key/value cache budget of the batch, in M
 KEY_DOCUMENT_MAX_PAGES = "tmm.document_max_pages"
 KEY_DOCUMENT_DPI = "tmm.document_dpi"
 KEY_DOCUMENT_MAX_SIDE = "tmm.document_max_side"
+# Chat: the tool-call markup its template writes (hermes, llama3, mistral); "": renders no tools.
+KEY_TOOL_CALL_FAMILY = "tmm.tool_call_family"
+KEY_THINKING_SWITCH = "tmm.thinking_switch"  # chat: "true" when the template takes enable_thinking
 LONG_INPUT_MEAN = "mean"
 LONG_INPUT_TRUNCATE = "truncate"
 
@@ -287,6 +304,8 @@ class Capabilities:
     asr_model: str = ""  # chat: the speech_to_text model for audio parts (KEY_ASR_MODEL)
     languages: tuple[str, ...] = ()  # speech models; () = any
     voices: tuple[Voice, ...] = ()  # text to speech; the first is the default
+    tool_call_family: str = ""  # chat: KEY_TOOL_CALL_FAMILY; "" = no tool calls
+    thinking_switch: bool = False  # chat: the template turns thinking on and off (PARAM_ENABLE_THINKING)
 
     @classmethod
     def from_parameters(cls, params: dict[str, str]) -> Capabilities:
@@ -305,6 +324,8 @@ class Capabilities:
             features = frozenset(Feature(n) for n in names)
         except ValueError as exc:
             raise ValueError(f"{KEY_FEATURES}: {exc}") from None
+        if not features <= MEDIA_FEATURES:
+            raise ValueError(f"{KEY_FEATURES} lists media only; tool calls come from {KEY_TOOL_CALL_FAMILY}")
         return cls(
             task=task,
             features=features,
@@ -314,6 +335,8 @@ class Capabilities:
             asr_model=params.get(KEY_ASR_MODEL, "").strip(),
             languages=tuple(x.strip() for x in params.get(KEY_LANGUAGES, "").split(",") if x.strip()),
             voices=_voices(params.get(KEY_VOICES, "")),
+            tool_call_family=params.get(KEY_TOOL_CALL_FAMILY, "").strip(),
+            thinking_switch=params.get(KEY_THINKING_SWITCH, "").strip().lower() == "true",
         )
 
 

@@ -31,6 +31,7 @@ class Modality(StrEnum):
     IMAGE = "image"
     VIDEO = "video"
     AUDIO = "audio"
+    DOCUMENT = "document"  # PDF: the server renders its pages into images
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,23 @@ def check_audio(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMI
         raise UnsupportedMedia(
             f"{what} is not audio ({kind}); supported: wav, mp3, m4a/aac, ogg/vorbis, opus, flac, webm"
         )
+    return data
+
+
+# PDF 1.x allows the "%PDF-" header anywhere in the first 1024 bytes.
+PDF_HEADER = b"%PDF-"
+PDF_HEADER_WINDOW = 1024
+
+
+def check_pdf(data: bytes, what: str, limits: MediaLimits = DEFAULT_MEDIA_LIMITS) -> bytes:
+    """A PDF file (by its header, never by name) within the document cap; the server reads its pages."""
+    if not data:
+        raise InvalidInput(f"{what} is empty (0 bytes)")
+    check_size(data, Modality.DOCUMENT, what, limits)
+    if PDF_HEADER not in data[:PDF_HEADER_WINDOW]:
+        found = sniff(data)
+        kind = found.mime if found else "unrecognised content"
+        raise UnsupportedMedia(f"{what} is not a PDF file ({kind}); documents are read from PDF files only")
     return data
 
 

@@ -106,8 +106,16 @@ class AudioLoader(MediaLoader):
         return media.check_audio(data, what, limits)
 
 
+class DocumentLoader(MediaLoader):
+    modality = Modality.DOCUMENT
+
+    def check(self, data: bytes, what: str, limits: MediaLimits, claimed_mime: str = "") -> bytes:
+        """A PDF file: the server renders its pages (and refuses one that is encrypted or too long)."""
+        return media.check_pdf(data, what, limits)
+
+
 LOADERS: dict[Modality, MediaLoader] = {
-    loader.modality: loader for loader in (ImageLoader(), VideoLoader(), AudioLoader())
+    loader.modality: loader for loader in (ImageLoader(), VideoLoader(), AudioLoader(), DocumentLoader())
 }
 
 

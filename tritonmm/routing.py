@@ -12,7 +12,7 @@ import logging
 
 from tritonmm import speech
 from tritonmm.chat_wire import media_label
-from tritonmm.contract import Capabilities, Feature, Task
+from tritonmm.contract import TOOL_CALL_FEATURES, Capabilities, Feature, Task
 from tritonmm.errors import TritonMMError, UnsupportedMedia
 from tritonmm.media import Modality
 from tritonmm.media_loaders import loader_for
@@ -21,7 +21,13 @@ from tritonmm.transport import TritonClient
 
 LOG = logging.getLogger(__name__)
 
-FEATURE_FOR_MODALITY = {Modality.IMAGE: Feature.VISION, Modality.VIDEO: Feature.VIDEO, Modality.AUDIO: Feature.AUDIO}
+# The feature a model needs for each kind of part: documents go to it as page images.
+FEATURE_FOR_MODALITY = {
+    Modality.IMAGE: Feature.VISION,
+    Modality.VIDEO: Feature.VIDEO,
+    Modality.AUDIO: Feature.AUDIO,
+    Modality.DOCUMENT: Feature.VISION,
+}
 
 
 def asr_capabilities(client: TritonClient, caps: Capabilities) -> Capabilities | None:
@@ -36,10 +42,16 @@ def asr_capabilities(client: TritonClient, caps: Capabilities) -> Capabilities |
 
 
 def chat_features(client: TritonClient, caps: Capabilities) -> frozenset[Feature]:
-    """What a chat model can be sent, counting audio by cascade: the features to declare to Dify."""
-    if Feature.AUDIO not in caps.features and asr_capabilities(client, caps) is not None:
-        return caps.features | {Feature.AUDIO}
-    return caps.features
+    """The features to declare to Dify: what a chat model can be sent (audio also by cascade, PDF
+    documents as page images wherever it sees images) and tool calls where its template renders tools."""
+    features = set(caps.features)
+    if Feature.AUDIO not in features and asr_capabilities(client, caps) is not None:
+        features.add(Feature.AUDIO)
+    if Feature.VISION in features:
+        features.add(Feature.DOCUMENT)
+    if caps.tool_call_family:
+        features |= TOOL_CALL_FEATURES
+    return frozenset(features)
 
 
 def check_chat_media(messages: list[Message], caps: Capabilities, model: str) -> None:
