@@ -1,4 +1,4 @@
-"""Dify prompt messages and parameters -> the core library's neutral types."""
+"""Dify prompt messages, tools and parameters -> the core library's neutral types, and calls back."""
 
 from __future__ import annotations
 
@@ -6,43 +6,78 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dify_plugin.entities.model.message import (
+    AssistantPromptMessage,
     ImagePromptMessageContent,
     MultiModalPromptMessageContent,
     PromptMessage,
     PromptMessageContentType,
     PromptMessageRole,
+    PromptMessageTool,
     TextPromptMessageContent,
+    ToolPromptMessage,
 )
 
 from tritonmm.chat import ChatParams
+from tritonmm.contract import PARAM_ENABLE_THINKING, PARAM_JSON_SCHEMA, PARAM_RESPONSE_FORMAT
 from tritonmm.errors import UnsupportedMedia
 from tritonmm.media import Modality
-from tritonmm.messages import MediaPart, Message, Part, TextPart
+from tritonmm.messages import MediaPart, Message, Part, TextPart, Tool
+from tritonmm.structured_output import parse_response_format
+from tritonmm.tool_calls import ToolCall
 
 _ROLES = {
     PromptMessageRole.SYSTEM: "system",
     PromptMessageRole.DEVELOPER: "system",
     PromptMessageRole.USER: "user",
     PromptMessageRole.ASSISTANT: "assistant",
-    PromptMessageRole.TOOL: "user",  # no tool calling: a tool result reads as user-provided text
+    PromptMessageRole.TOOL: "tool",
 }
 
 _MODALITIES = {
     PromptMessageContentType.IMAGE: Modality.IMAGE,
     PromptMessageContentType.VIDEO: Modality.VIDEO,
     PromptMessageContentType.AUDIO: Modality.AUDIO,
+    PromptMessageContentType.DOCUMENT: Modality.DOCUMENT,
 }
 
 
 def to_messages(prompt_messages: Sequence[PromptMessage]) -> list[Message]:
-    return [Message(role=_ROLES[m.role], parts=tuple(_parts(m.content))) for m in prompt_messages]
+    """Every message in order: assistant turns with the calls they made, tool results with their call's id."""
+    return [_message(m) for m in prompt_messages]
+
+
+def _message(message: PromptMessage) -> Message:
+    role = _ROLES[message.role]
+    parts = tuple(_parts(message.content))
+    if isinstance(message, AssistantPromptMessage) and message.tool_calls:
+        calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments or "{}") for c in message.tool_calls)
+        return Message(role, parts, tool_calls=calls)
+    if isinstance(message, ToolPromptMessage):
+        return Message(role, parts, tool_call_id=message.tool_call_id, name=message.name or "")
+    return Message(role, parts)
+
+
+def to_tools(tools: Sequence[PromptMessageTool] | None) -> list[Tool]:
+    return [Tool(t.name, t.description or "", t.parameters or {}) for t in tools or ()]
+
+
+def to_dify_tool_calls(calls: Sequence[ToolCall]) -> list[AssistantPromptMessage.ToolCall]:
+    """The calls as Dify's entities: arguments stay the JSON text of an object."""
+    return [
+        AssistantPromptMessage.ToolCall(
+            id=call.id,
+            type="function",
+            function=AssistantPromptMessage.ToolCall.ToolCallFunction(name=call.name, arguments=call.arguments_json),
+        )
+        for call in calls
+    ]
 
 
 def _parts(content: Any) -> list[Part]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [TextPart(content)]
+        return [TextPart(content)] if content else []
     return [_part(item) for item in content]
 
 
@@ -60,7 +95,11 @@ def _part(item: Any) -> Part:
 
 
 def to_chat_params(model_parameters: Mapping[str, Any], stop: Sequence[str] | None) -> ChatParams:
-    """The SDK has already filtered and type-checked these against parameter_rules."""
+    """The SDK has already filtered and type-checked these against parameter_rules.
+
+    A bad ``response_format``/``json_schema`` pair is refused here, before anything is
+    sent (InvalidInput names the problem); the server checks the schema itself.
+    """
     return ChatParams(
         max_tokens=model_parameters.get("max_tokens"),
         temperature=model_parameters.get("temperature"),
@@ -68,4 +107,8 @@ def to_chat_params(model_parameters: Mapping[str, Any], stop: Sequence[str] | No
         top_k=model_parameters.get("top_k"),
         seed=model_parameters.get("seed"),
         stop=tuple(s for s in (stop or ()) if s),
+        response_format=parse_response_format(
+            model_parameters.get(PARAM_RESPONSE_FORMAT), model_parameters.get(PARAM_JSON_SCHEMA)
+        ),
+        enable_thinking=model_parameters.get(PARAM_ENABLE_THINKING),
     )

@@ -1,4 +1,9 @@
-"""The LLM handler: Dify prompt messages in, one LLMResultChunk per token out."""
+"""The LLM handler: Dify prompt messages and tools in, one LLMResultChunk per token out.
+
+Tool calls come back parsed by the server; they are yielded in one chunk
+(``content=""``) after the text and before the final chunk with usage and
+``finish_reason`` ``tool_calls``, as the SDK's OpenAI-compatible base does.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ModelTyp
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import AssistantPromptMessage, PromptMessage, PromptMessageTool
 from models.common import TritonModelMixin, customizable_schema
-from models.llm.convert import to_chat_params, to_messages
+from models.llm.convert import to_chat_params, to_dify_tool_calls, to_messages, to_tools
+from models.llm.rules import THINKING_RULE
 
 from tritonmm import chat
 from tritonmm.chat import ChatChunk, ChatParams
@@ -45,17 +51,21 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         client = self.client(credentials)
         caps = self.capabilities(model, credentials)
         params = to_chat_params(model_parameters, stop)
-        chunks = chat.open_chat(client, model, to_messages(prompt_messages), params, caps)
+        chunks = chat.open_chat(client, model, to_messages(prompt_messages), params, caps, to_tools(tools))
         if stream:
             return self._stream(model, credentials, chunks)
-        return self._collect(model, credentials, chunks)
+        # Blocking callers read the first chunk only: collect it all now (errors mapped by the SDK).
+        return iter([self._collect(model, credentials, chunks)])
 
     def _stream(
         self, model: str, credentials: dict, chunks: Iterator[ChatChunk]
     ) -> Generator[LLMResultChunk, None, None]:
+        index = 0
         try:
-            for index, chunk in enumerate(chunks):
-                yield self._to_result_chunk(model, credentials, index, chunk)
+            for chunk in chunks:
+                for message, last in self._messages(chunk):
+                    yield self._result_chunk(model, credentials, index, message, chunk if last else None)
+                    index += 1
         except TritonMMError as exc:
             raise self._transform_invoke_error(exc) from exc
         finally:
@@ -63,19 +73,30 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
             if close:
                 close()  # cancels the Triton request when Dify stops reading
 
-    def _to_result_chunk(self, model: str, credentials: dict, index: int, chunk: ChatChunk) -> LLMResultChunk:
-        usage = None
-        if chunk.finish_reason is not None:
-            usage = self._calc_response_usage(model, credentials, chunk.prompt_tokens, chunk.completion_tokens)
-        delta = LLMResultChunkDelta(
-            index=index,
-            message=AssistantPromptMessage(content=chunk.text),
-            usage=usage,
-            finish_reason=chunk.finish_reason,
-        )
+    @staticmethod
+    def _messages(chunk: ChatChunk) -> Iterator[tuple[AssistantPromptMessage, bool]]:
+        """A chunk's messages, the last flagged: the final one gets a separate chunk for its tool calls."""
+        if chunk.tool_calls:
+            if chunk.text:
+                yield AssistantPromptMessage(content=chunk.text), False
+            yield AssistantPromptMessage(content="", tool_calls=to_dify_tool_calls(chunk.tool_calls)), False
+            yield AssistantPromptMessage(content=""), True
+        else:
+            yield AssistantPromptMessage(content=chunk.text), True
+
+    def _result_chunk(
+        self, model: str, credentials: dict, index: int, message: AssistantPromptMessage, outcome: ChatChunk | None
+    ) -> LLMResultChunk:
+        """One chunk; ``outcome``: the final ChatChunk whose usage and finish reason it carries."""
+        usage = finish_reason = None
+        if outcome is not None and outcome.finish_reason is not None:
+            usage = self._calc_response_usage(model, credentials, outcome.prompt_tokens, outcome.completion_tokens)
+            finish_reason = outcome.finish_reason
+        delta = LLMResultChunkDelta(index=index, message=message, usage=usage, finish_reason=finish_reason)
         return LLMResultChunk(model=model, delta=delta)
 
-    def _collect(self, model: str, credentials: dict, chunks: Iterator[ChatChunk]) -> LLMResult:
+    def _collect(self, model: str, credentials: dict, chunks: Iterator[ChatChunk]) -> LLMResultChunk:
+        """The whole answer as one chunk: text, tool calls, usage and finish reason."""
         texts: list[str] = []
         last = ChatChunk(text="")
         try:
@@ -83,8 +104,8 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
                 texts.append(last.text)
         except TritonMMError as exc:
             raise self._transform_invoke_error(exc) from exc
-        usage = self._calc_response_usage(model, credentials, last.prompt_tokens, last.completion_tokens)
-        return LLMResult(model=model, message=AssistantPromptMessage(content="".join(texts)), usage=usage)
+        message = AssistantPromptMessage(content="".join(texts), tool_calls=to_dify_tool_calls(last.tool_calls))
+        return self._result_chunk(model, credentials, 0, message, last)
 
     def get_num_tokens(
         self,
@@ -93,22 +114,24 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         prompt_messages: list[PromptMessage],
         tools: list[PromptMessageTool] | None = None,
     ) -> int:
-        """Counted by the model's own tokenizer on the server, image tokens included."""
+        """Counted by the model's own tokenizer on the server, image tokens and tools included."""
         try:
             client = self.client(credentials)
             caps = client.capabilities(model, Task.CHAT)
-            chunks = chat.open_chat(client, model, to_messages(prompt_messages), ChatParams(max_tokens=0), caps)
+            messages = to_messages(prompt_messages)
+            chunks = chat.open_chat(client, model, messages, ChatParams(max_tokens=0), caps, to_tools(tools))
             return max((c.prompt_tokens for c in chunks), default=0)
         except TritonMMError as exc:
             logger.warning("token count for %s unavailable: %s", model, exc)
             return 0
 
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
-        """Features and context size come from the model's Triton config."""
+        """Features, context size and the thinking switch come from the model's Triton config."""
         caps = self.capabilities(model, credentials)
         properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
-        features = chat_features(self.client(credentials), caps)  # audio also by cascade
-        return customizable_schema(model, ModelType.LLM, caps, properties, self._bundled_parameter_rules(), features)
+        features = chat_features(self.client(credentials), caps)  # audio also by cascade, tool calls by template
+        rules = self._bundled_parameter_rules() + ([THINKING_RULE] if caps.thinking_switch else [])
+        return customizable_schema(model, ModelType.LLM, caps, properties, rules, features)
 
     def _bundled_parameter_rules(self) -> list:
         bundled = self.predefined_schema(BUNDLED_MODEL)
