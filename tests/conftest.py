@@ -1,7 +1,7 @@
 """Session fixtures: a real tritonserver with the bundled models, and the plugin as built.
 
-The Triton side is what the launcher serves by default (`plan_models`): `chat` on a
-tiny Idefics3 build, `text_embedding` and `rerank` on the real all-MiniLM-L6-v2
+The Triton side is what the launcher serves by default (`plan_models`): `chat` on the
+tiny tool-calling Idefics3 build, `text_embedding` and `rerank` on the real all-MiniLM-L6-v2
 weights, `speech_to_text` on the real Whisper tiny.en, `text_to_speech` on the real
 Piper joe voice, `multimodal_embedding` on a tiny CLIP build and `ocr` on the
 RapidOCR weights. Next to them: copies on other builds (`chat_llava`, `chat_audio`
@@ -26,9 +26,11 @@ from devtools.build_packages import build_plugin
 from devtools.files_server import FilesServer
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
+from tritonmm_server.checkpoints.chat_template import template_parameters
 from tritonmm_server.ops.planning import LaunchOptions, plan_models
 from tritonmm_server.ops.repository import list_models, render_repository, set_parameters
 from tritonmm_server.ops.server import TritonServer
+from tritonmm_server.ops.weights import TINY_CHAT_ARCH
 from tritonmm_server.tiny.build import FEATURES
 from tritonmm_server.tiny.cache import ensure_tiny_model
 
@@ -48,6 +50,7 @@ def _chat_overrides(model_dir: Path) -> dict[str, str]:
         contract.KEY_WEIGHTS: "tiny",
         contract.KEY_VIDEO_MAX_FRAMES: str(VIDEO_MAX_FRAMES),
         contract.KEY_VIDEO_FPS: "2.0",
+        **template_parameters(model_dir),  # as the launcher reads them: tool calls, thinking switch
     }
 
 
@@ -65,7 +68,7 @@ def _clone_model(repo: Path, src: str, dest: str, parameters: dict[str, str]) ->
 def render_test_repository(dest: Path) -> Path:
     plans = plan_models(LaunchOptions(models=BUNDLED, work_dir=WORK), out=io.StringIO())
     overrides = {plan.name: plan.parameters for plan in plans if plan.parameters}
-    overrides["chat"] = {**overrides["chat"], **_chat_overrides(ensure_tiny_model(WORK, "idefics3"))}
+    overrides["chat"] = {**overrides["chat"], **_chat_overrides(ensure_tiny_model(WORK, TINY_CHAT_ARCH))}
     render_repository(ROOT / "model_repository", dest, overrides=overrides, include=BUNDLED)
     _clone_model(dest, "chat", "chat_llava", _chat_overrides(ensure_tiny_model(WORK, "llava")))
     # One sequence decoding, one waiting: busy and freed places are easy to cause.

@@ -15,7 +15,8 @@ from PIL import Image
 
 from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH, FINISH_STOP
 from tritonmm_server.backend.errors import InputError
-from tritonmm_server.engines.chat.engine import VIDEO_MARKER, ChatEngine
+from tritonmm_server.engines.chat.conversation import VIDEO_MARKER
+from tritonmm_server.engines.chat.engine import ChatEngine
 from tritonmm_server.engines.chat.params import GenerationParams, parse_params
 from tritonmm_server.engines.chat.token_stream import Generation, TokenText
 from tritonmm_server.media.video import sample_video_frames

@@ -355,6 +355,8 @@ def test_checkpoint_sets_path_weights_and_context_size(tmp_path: Path) -> None:
         "tmm.model_path": str(checkpoint.resolve()),
         "tmm.weights": "checkpoint",
         "tmm.context_size": "8192",
+        "tmm.tool_call_family": "",  # no chat template: no tools, no thinking switch
+        "tmm.thinking_switch": "false",
     }
     assert by_name["add"].parameters == {}  # not a chat model: nothing to point at weights
     with pytest.raises(LaunchError, match="takes no weights directory"):

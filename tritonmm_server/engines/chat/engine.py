@@ -8,11 +8,13 @@ A request goes through two steps:
 * :meth:`ChatEngine.prepare` decodes ``MESSAGES_JSON`` with the chat wire module
   (:mod:`tritonmm.chat_wire`, the one format both sides speak), checks the media
   against what the checkpoint takes and the request carries, decodes them and runs
-  the checkpoint's own processor and chat template. Anything wrong with the request
-  raises :class:`InputError`.
-* :meth:`ChatEngine.generate` returns a :class:`Generation`: iterating it runs the
-  generation step (:class:`Generator`) in a worker thread and yields one string per
-  generated token; afterwards it carries the finish reason and the token counts.
+  the checkpoint's own processor and chat template, with the tools offered and the
+  thinking switch (:mod:`.template`, :mod:`.conversation`). Anything wrong with the
+  request raises :class:`InputError`.
+* :meth:`ChatEngine.generate` returns a :class:`ChatOutput`: iterating it yields the
+  text of each generated token (with tools offered, only what is not call markup);
+  afterwards it carries the finish reason, the token counts and the tool calls. A
+  structured-output constraint (:meth:`ChatEngine.constraint`) steers every token.
 
 Media parts refer to the request's media tensors by index; errors name them as
 people count them, from 1 per kind: ``{"type": "image", "index": 0}`` is "image 1".
@@ -25,20 +27,20 @@ Otherwise an audio part is refused, never dropped: the plugin sends such a model
 a transcript instead (``tmm.asr_model``). Likewise, image and video parts are
 refused by a checkpoint without an image processor.
 
-Parameters, media decoding, the generation step and token streaming live in
-:mod:`.params`, :mod:`.media`, :mod:`.generator` and :mod:`.token_stream`.
+Parameters, media decoding, the generation step, token streaming and the output
+filter live in :mod:`.params`, :mod:`.media`, :mod:`.generator`, :mod:`.token_stream`
+and :mod:`.output`. PDF documents are rendered page by page into images
+(``tmm.document_*``), so a checkpoint that sees images reads them.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import torch
 from transformers import AutoModelForMultimodalLM, AutoProcessor, BatchFeature
 
@@ -54,20 +56,22 @@ from tritonmm.chat_wire import (
     text_part,
 )
 from tritonmm.contract import KEY_ASR_MODEL, KEY_FEATURES, Feature
+from tritonmm.structured_output import ResponseFormat
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.checkpoints.context import generation_context
-from tritonmm_server.engines.chat.batching import BatchedGeneration, BatchLimits, BatchScheduler
+from tritonmm_server.engines.chat.batching import BatchLimits, BatchScheduler
+from tritonmm_server.engines.chat.constrained import Constraint, ConstraintLogitsProcessor, StructuredOutput
+from tritonmm_server.engines.chat.conversation import parse_tools
 from tritonmm_server.engines.chat.generator import Generator
 from tritonmm_server.engines.chat.kv_batch import supports_batched_decoding
-from tritonmm_server.engines.chat.media import ChatMedia, DecodedMedia, silent_wav
+from tritonmm_server.engines.chat.media import DEFAULT_DOCUMENT_LIMITS, ChatMedia, DocumentLimits, silent_wav
+from tritonmm_server.engines.chat.output import ChatOutput
 from tritonmm_server.engines.chat.params import GenerationParams
+from tritonmm_server.engines.chat.template import ChatTemplate
 from tritonmm_server.engines.chat.token_stream import Generation
 from tritonmm_server.media.audio import DEFAULT_MAX_SECONDS, WHISPER_RATE
 
 __all__ = ["ChatEngine", "Prepared"]
-
-VIDEO_MARKER = "Video frames:"
-_ZERO_WIDTH_SPACE = "\u200b"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,10 @@ class Prepared:
     image_count: int  # images given to the model, video frames included
     video_frames: dict[int, int] = field(default_factory=dict)  # video wire index -> frames sampled
     audio_seconds: dict[int, float] = field(default_factory=dict)  # audio wire index -> seconds heard
+    document_pages: dict[int, int] = field(default_factory=dict)  # document wire index -> pages rendered
+    tool_names: tuple[str, ...] = ()  # the tools offered
+    hidden_ids: frozenset[int] | None = None  # special tokens dropped from the text (TokenText's)
+    opens_thinking: bool = False  # the prompt ends in an open <think> block
 
 
 class ChatEngine:
@@ -86,7 +94,9 @@ class ChatEngine:
 
     ``max_images`` caps each kind of media part (images, videos, audios) per request.
     ``native_audio`` says the config declares the ``audio`` feature; the checkpoint
-    must then have an audio processor, or loading fails.
+    must then have an audio processor, or loading fails. ``tool_call_family`` and
+    ``thinking_switch`` are the config's claims about the chat template
+    (:class:`ChatTemplate` checks them); ``documents``: how PDF pages are rendered.
     """
 
     def __init__(
@@ -100,6 +110,9 @@ class ChatEngine:
         native_audio: bool = False,
         batching: BatchLimits | None = None,
         device: str | None = None,
+        tool_call_family: str = "",
+        thinking_switch: bool = False,
+        documents: DocumentLimits = DEFAULT_DOCUMENT_LIMITS,
     ) -> None:
         if video_max_frames < 1 or video_fps <= 0 or max_images < 1:
             raise ValueError("video_max_frames and max_images must be >= 1 and video_fps > 0")
@@ -135,6 +148,7 @@ class ChatEngine:
             video_fps=video_fps,
             audio_rate=audio_rate,
             max_audio_seconds=window / audio_rate if window else DEFAULT_MAX_SECONDS,
+            documents=documents,
         )
         self._generator = Generator.for_checkpoint(model, self._processor.tokenizer, context_size)
         # Iteration-level batching where the architecture allows it (kv_batch), else a
@@ -144,7 +158,15 @@ class ChatEngine:
             self._scheduler = BatchScheduler(
                 model, self.tokenizer, self.eos_token_ids, context_size, batching, name=self.name
             )
-        self._control_tokens = _control_token_pattern(self.tokenizer, self._processor.chat_template or "")
+        self._template = ChatTemplate(
+            self._processor,
+            self.tokenizer,
+            name=self.name,
+            tool_call_family=tool_call_family,
+            thinking_switch=thinking_switch,
+        )
+        self._structured: StructuredOutput | None = None  # built at the first structured request
+        self._structured_lock = threading.Lock()
         # Preprocessing is short; serialising it keeps the (Rust) tokenizer out of
         # concurrent mutation. Generation itself runs unlocked.
         self._preprocess_lock = threading.Lock()
@@ -184,61 +206,107 @@ class ChatEngine:
         """The longest audio clip the model hears whole."""
         return self._media.max_audio_seconds
 
+    @property
+    def tool_call_family(self) -> str:
+        """The family whose tool calls this model makes ("" when its template renders no tools)."""
+        return self._template.family.value if self._template.family else ""
+
     def prepare(
-        self, messages_json: str | bytes, images: Sequence[bytes], videos: Sequence[bytes], audios: Sequence[bytes] = ()
+        self,
+        messages_json: str | bytes,
+        images: Sequence[bytes],
+        videos: Sequence[bytes],
+        audios: Sequence[bytes] = (),
+        documents: Sequence[bytes] = (),
+        *,
+        tools_json: str | bytes | None = None,
+        enable_thinking: bool | None = None,
     ) -> Prepared:
-        """Validate and preprocess one request; raises InputError for a bad request."""
+        """Validate and preprocess one request; raises InputError for a bad request.
+
+        ``tools_json``: the tools offered (``TOOLS_JSON``); ``enable_thinking``: the
+        template's thinking switch (None: its default).
+        """
         try:
             messages = decode_messages(messages_json)
             self._check_modalities(messages)
             check_media_counts(messages, self._max_images, self.name)
-            check_media_refs(messages, {"image": len(images), "video": len(videos), "audio": len(audios)})
+            sizes = {"image": len(images), "video": len(videos), "audio": len(audios), "document": len(documents)}
+            check_media_refs(messages, sizes)
         except WireError as exc:
             raise InputError(str(exc)) from None
-        media = self._media.decode(messages, images, videos, audios)
-        conversation = [self._to_hf_message(m, media) for m in messages]
-        try:
-            with self._preprocess_lock:
-                inputs = self._processor.apply_chat_template(
-                    conversation,
-                    add_generation_prompt=True,
-                    tokenize=True,
-                    return_dict=True,
-                    return_tensors="pt",
-                )
-        except jinja2.TemplateError as exc:
-            # Real templates reject what they do not support (e.g. roles that do not alternate).
-            raise InputError(f"the model's chat template rejected the messages: {exc}") from None
+        tools = parse_tools(tools_json)
+        media = self._media.decode(messages, images, videos, audios, documents)
+        conversation = self._template.conversation.messages(messages, media)
+        with self._preprocess_lock:
+            inputs = self._template.render(conversation, tools, enable_thinking)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
         if prompt_tokens >= self.context_size:
             raise InputError(
-                f"the prompt is {prompt_tokens} tokens (images and audio included), "
+                f"the prompt is {prompt_tokens} tokens (images, document pages and audio included), "
                 f"the model's context is {self.context_size}"
             )
         model = self._generator.model
         return Prepared(
             inputs=inputs.to(model.device, dtype=model.dtype),
             prompt_tokens=prompt_tokens,
-            image_count=sum(part["type"] == "image" for m in conversation for part in m["content"]),
+            image_count=sum(
+                part["type"] == "image" for m in conversation if isinstance(m["content"], list) for part in m["content"]
+            ),
             video_frames={index: len(frames) for index, frames in media.videos.items()},
             audio_seconds={index: samples.size / self._media.audio_rate for index, samples in media.audios.items()},
+            document_pages={index: len(pages) for index, pages in media.documents.items()},
+            tool_names=tuple(tool["function"]["name"] for tool in tools),
+            hidden_ids=self._template.hidden_ids(bool(tools)),
+            opens_thinking=self._template.opens_thinking(inputs["input_ids"]),
         )
+
+    def constraint(self, response_format: ResponseFormat) -> Constraint:
+        """The grammar that holds one request's answer to ``response_format``.
+
+        Raises InputError naming the problem for a schema that cannot be used, before
+        anything is generated. The grammar compiler for this tokenizer is built at the
+        first structured request (seconds for a large vocabulary), not at load.
+        """
+        with self._structured_lock:
+            if self._structured is None:
+                width = self._generator.model.get_output_embeddings().weight.shape[0]
+                self._structured = StructuredOutput(self.tokenizer, eos_token_ids=self.eos_token_ids, vocab_size=width)
+        return self._structured.constraint(response_format)
 
     def generate(
         self,
         prepared: Prepared,
         params: GenerationParams,
         is_cancelled: Callable[[], bool] = lambda: False,
-    ) -> Generation | BatchedGeneration:
+        constraint: Constraint | None = None,
+    ) -> ChatOutput:
         """A generation for ``prepared``: iterate it for the text of each token.
 
         With batching it joins the shared batch now (raises :class:`Busy` when the
         waiting line is full); without, nothing runs until it is iterated.
-        ``is_cancelled`` is polled after every token.
+        ``is_cancelled`` is polled after every token; ``constraint`` (from
+        :meth:`constraint`) holds the tokens to a response format.
         """
         if self._scheduler is not None:
-            return self._scheduler.submit(prepared, params, is_cancelled)
-        return Generation(self._generator, prepared.inputs, prepared.prompt_tokens, params, is_cancelled)
+            generation: Any = self._scheduler.submit(prepared, params, is_cancelled, constraint=constraint)
+        else:
+            processor = None if constraint is None else ConstraintLogitsProcessor(constraint, prepared.prompt_tokens)
+            generation = Generation(
+                self._generator,
+                prepared.inputs,
+                prepared.prompt_tokens,
+                params,
+                is_cancelled,
+                constraint=processor,
+                hidden_ids=prepared.hidden_ids,
+            )
+        return ChatOutput(
+            generation,
+            family=self._template.family if prepared.tool_names else None,
+            tool_names=prepared.tool_names or None,
+            opens_thinking=prepared.opens_thinking,
+        )
 
     def close(self) -> None:
         """Stop the batch scheduler after the running requests (model unload)."""
@@ -275,37 +343,9 @@ class ChatEngine:
                 f"model {self.name} does not take audio natively ({why}); audio must reach it as a transcript "
                 f"from a speech-to-text model ({KEY_ASR_MODEL})"
             )
-        for kind in ("image", "video"):
+        for kind in ("image", "video", "document"):
             if kind in kinds and not self._sees_images:
                 raise InputError(f"model {self.name} does not take {kind} input ({arch} has no image processor)")
-
-    def _to_hf_message(self, message: WireMessage, media: DecodedMedia) -> dict[str, Any]:
-        content: list[dict[str, Any]] = []
-        for part in message.parts:
-            if part.kind == "text":
-                content.append({"type": "text", "text": self._defuse(part.text)})
-            elif part.kind == "image":
-                content.append({"type": "image", "image": media.images[part.index]})
-            elif part.kind == "audio":
-                # Decoded already, at the extractor's rate: apply_chat_template passes arrays through.
-                content.append({"type": "audio", "audio": media.audios[part.index]})
-            else:
-                # Video processors need torchvision, so frames go in as images.
-                content.append({"type": "text", "text": VIDEO_MARKER})
-                content.extend({"type": "image", "image": frame} for frame in media.videos[part.index])
-        return {"role": message.role, "content": content}
-
-    def _defuse(self, text: str) -> str:
-        """Break control tokens written in message text, so they stay text.
-
-        Without this, a user could write "<image>" (breaking the placeholder
-        count) or an end-of-turn token (faking a turn). transformers' own
-        ``sanitize_control_tokens`` does this job but fails with Idefics3's
-        processor in 5.23, hence a zero-width space after the first character.
-        """
-        if self._control_tokens is None:
-            return text
-        return self._control_tokens.sub(lambda m: m[0][0] + _ZERO_WIDTH_SPACE + m[0][1:], text)
 
 
 def _audio_extractor(processor: Any) -> Any | None:
@@ -319,15 +359,3 @@ def _audio_extractor(processor: Any) -> Any | None:
         if extractor is not None:
             return extractor
     return None
-
-
-def _control_token_pattern(tokenizer: Any, chat_template: str) -> re.Pattern | None:
-    """Special tokens, plus added tokens the template writes itself (as transformers defines control tokens)."""
-    tokens = {
-        t.content
-        for t in tokenizer.added_tokens_decoder.values()
-        if len(t.content) > 1 and (t.special or (t.content in chat_template and not t.content.isspace()))
-    }
-    if not tokens:
-        return None
-    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))

@@ -38,13 +38,17 @@ class Generator:
         max_new: int,
         sampler: LogitsProcessor,
         stopping: StoppingCriteria,
+        *,
+        constraint: LogitsProcessor | None = None,
     ) -> None:
         """Generate up to ``max_new`` tokens after ``inputs``.
 
         Greedy search over what ``sampler`` leaves finite (it does the sampling, with its
-        own RNG); ``stopping`` sees every new token before the next forward pass and
+        own RNG); ``constraint`` (structured output) masks the scores before the sampler
+        sees them; ``stopping`` sees every new token before the next forward pass and
         decides when to stop. Blocks until generation ends.
         """
+        processors = [sampler] if constraint is None else [constraint, sampler]
         with torch.inference_mode():
             self.model.generate(
                 **inputs,
@@ -53,7 +57,7 @@ class Generator:
                 num_beams=1,
                 eos_token_id=sorted(self.eos_token_ids),
                 pad_token_id=self.pad_token_id,
-                logits_processor=LogitsProcessorList([sampler]),
+                logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=StoppingCriteriaList([stopping]),
             )
 

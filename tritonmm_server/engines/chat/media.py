@@ -1,4 +1,4 @@
-"""The media of one chat request, decoded for the checkpoint: pictures, video frames, audio clips.
+"""The media of one chat request, decoded for the checkpoint: pictures, video frames, audio clips, PDF pages.
 
 Each media part points into its kind's tensor (``{"type": "video", "index": 0}`` is
 ``VIDEOS[0]``); every element a request refers to is decoded once, however many parts
@@ -8,7 +8,9 @@ refer to it. Errors name the media the way people count them, from 1 per kind
 Videos are sampled into frames on the server (:mod:`tritonmm_server.media.video`) and go
 to the model as images, since video processors need torchvision. Audio is decoded to
 mono at the checkpoint's feature-extractor rate and refused, never cut, outside the
-clip length the model hears whole.
+clip length the model hears whole. PDF documents are rendered page by page
+(:mod:`tritonmm_server.media.pdf`) within a page cap, at a resolution and a size cap
+from the model's config; a longer, encrypted or broken document is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -26,9 +28,10 @@ from tritonmm.chat_wire import WireMessage, media_label
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.media.audio import AudioTooLong, decode_audio
 from tritonmm_server.media.image import decode_image
+from tritonmm_server.media.pdf import DEFAULT_DPI, DEFAULT_MAX_PAGES, DEFAULT_MAX_SIDE, render_pdf_pages
 from tritonmm_server.media.video import sample_video_frames
 
-__all__ = ["MIN_AUDIO_SECONDS", "ChatMedia", "DecodedMedia", "silent_wav"]
+__all__ = ["DEFAULT_DOCUMENT_LIMITS", "MIN_AUDIO_SECONDS", "ChatMedia", "DecodedMedia", "DocumentLimits", "silent_wav"]
 
 # Shorter clips give Qwen2-Audio's encoder fewer than two frames, which its
 # placeholder expansion cannot handle (it then fails inside generate).
@@ -43,12 +46,34 @@ class DecodedMedia:
     images: dict[int, Image.Image]
     videos: dict[int, list[Image.Image]]  # the sampled frames, in time order
     audios: dict[int, np.ndarray]  # mono float32 at the checkpoint's rate
+    documents: dict[int, list[Image.Image]] = field(default_factory=dict)  # the rendered pages, in order
+
+
+@dataclass(frozen=True)
+class DocumentLimits:
+    """How PDF documents are rendered: pages per document (more is refused), dots per inch, longest side."""
+
+    max_pages: int = DEFAULT_MAX_PAGES
+    dpi: float = DEFAULT_DPI
+    max_side: int = DEFAULT_MAX_SIDE
+
+
+DEFAULT_DOCUMENT_LIMITS = DocumentLimits()
 
 
 class ChatMedia:
     """How one checkpoint takes media: frames per video, audio rate and clip length."""
 
-    def __init__(self, *, video_max_frames: int, video_fps: float, audio_rate: int, max_audio_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        video_max_frames: int,
+        video_fps: float,
+        audio_rate: int,
+        max_audio_seconds: float,
+        documents: DocumentLimits = DEFAULT_DOCUMENT_LIMITS,
+    ) -> None:
+        self.documents = documents
         self.video_max_frames = video_max_frames
         self.video_fps = video_fps
         self.audio_rate = audio_rate
@@ -60,13 +85,19 @@ class ChatMedia:
         images: Sequence[bytes],
         videos: Sequence[bytes],
         audios: Sequence[bytes],
+        documents: Sequence[bytes] = (),
     ) -> DecodedMedia:
         """Decode every element the messages refer to (the references are already checked to exist)."""
         return DecodedMedia(
             images=_decode_each(messages, "image", images, self._image),
             videos=_decode_each(messages, "video", videos, self._video),
             audios=_decode_each(messages, "audio", audios, self._audio),
+            documents=_decode_each(messages, "document", documents, self._document),
         )
+
+    def _document(self, label: str, data: bytes) -> list[Image.Image]:
+        limits = self.documents
+        return render_pdf_pages(data, max_pages=limits.max_pages, dpi=limits.dpi, max_side=limits.max_side, what=label)
 
     def _image(self, label: str, data: bytes) -> Image.Image:
         return decode_image(data, label)

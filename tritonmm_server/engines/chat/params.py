@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritonmm.contract import (
+    CHAT_PARAM_KEYS,
     CHAT_PARAMS,
+    PARAM_ENABLE_THINKING,
+    PARAM_JSON_SCHEMA,
     PARAM_MAX_TOKENS,
+    PARAM_RESPONSE_FORMAT,
     PARAM_SEED,
     PARAM_STOP,
     PARAM_TEMPERATURE,
     PARAM_TOP_K,
     PARAM_TOP_P,
 )
+from tritonmm.errors import InvalidInput
+from tritonmm.structured_output import ResponseFormat, parse_response_format
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.backend.request_params import is_int, params_object
 
@@ -35,14 +41,29 @@ class GenerationParams:
     top_k: int = 0  # 0: no top-k filter
     stop: tuple[str, ...] = ()
     seed: int | None = None  # None: a fresh random seed per request
+    response_format: ResponseFormat | None = None  # structured output; None: free text
+    enable_thinking: bool | None = None  # the template's switch; None: its default
 
 
 def parse_params(raw_json: str | None) -> GenerationParams:
-    """Parse and validate PARAMS_JSON; absent, empty or ``null`` values take the defaults."""
-    fields = {}
-    for key, value in params_object(raw_json, CHAT_PARAMS, _PARAMS).items():
-        name, validate = _PARAMS[key]
-        fields[name] = validate(key, value)
+    """Parse and validate PARAMS_JSON; absent, empty or ``null`` values take the defaults.
+
+    ``response_format`` and ``json_schema`` are read together, by the core's rules
+    (:func:`tritonmm.structured_output.parse_response_format`); the schema itself is
+    checked when its grammar is built, before generation.
+    """
+    fields: dict[str, Any] = {}
+    values = params_object(raw_json, CHAT_PARAMS, CHAT_PARAM_KEYS)
+    for key, value in values.items():
+        if key in _PARAMS:
+            name, validate = _PARAMS[key]
+            fields[name] = validate(key, value)
+    try:
+        fields["response_format"] = parse_response_format(
+            values.get(PARAM_RESPONSE_FORMAT), values.get(PARAM_JSON_SCHEMA)
+        )
+    except InvalidInput as exc:
+        raise InputError(str(exc)) from None
     return GenerationParams(**fields)
 
 
@@ -91,6 +112,12 @@ def _seed(key: str, value: Any) -> int:
     return value
 
 
+def _enable_thinking(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 # wire key -> (GenerationParams field, validator)
 _PARAMS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     PARAM_MAX_TOKENS: ("max_tokens", _max_tokens),
@@ -99,4 +126,5 @@ _PARAMS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     PARAM_TOP_K: ("top_k", _top_k),
     PARAM_STOP: ("stop", _stop),
     PARAM_SEED: ("seed", _seed),
+    PARAM_ENABLE_THINKING: ("enable_thinking", _enable_thinking),
 }

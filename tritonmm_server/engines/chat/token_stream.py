@@ -70,10 +70,22 @@ class TokenText:
     is complete, and tokenizers that drop a leading space at the start of a decode
     still give the right text. Text that might be the start of a stop sequence is
     held back until it is known not to be.
+
+    Special tokens are dropped from the text, unless ``hidden_ids`` is given: then
+    exactly those ids are dropped, so that the special tokens some tool-call
+    families write their calls with (``<|python_tag|>``, ``[TOOL_CALLS]``) reach the parser.
     """
 
-    def __init__(self, tokenizer: Any, eos_ids: frozenset[int], stop: tuple[str, ...], max_new: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        eos_ids: frozenset[int],
+        stop: tuple[str, ...],
+        max_new: int,
+        hidden_ids: frozenset[int] | None = None,
+    ) -> None:
         self._tokenizer = tokenizer
+        self._hidden_ids = hidden_ids
         self._eos_ids = eos_ids
         self._stop = stop
         self._max_new = max_new
@@ -105,7 +117,10 @@ class TokenText:
         return emitted
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if self._hidden_ids is None:
+            return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        shown = [i for i in ids if i not in self._hidden_ids]
+        return self._tokenizer.decode(shown, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _decode_new(self) -> str:
         before = self._decode(self._ids[self._prefix : self._read])
@@ -189,10 +204,15 @@ class Generation:
         prompt_tokens: int,
         params: GenerationParams,
         is_cancelled: Callable[[], bool],
+        *,
+        constraint: LogitsProcessor | None = None,
+        hidden_ids: frozenset[int] | None = None,
     ) -> None:
         self._generator = generator
         self._inputs = inputs
         self._params = params
+        self._constraint = constraint  # structured output: masks the scores before the sampler
+        self._hidden_ids = hidden_ids  # TokenText's: special tokens dropped from the text
         self._is_cancelled = is_cancelled
         self._abort = threading.Event()
         self._started = False
@@ -219,7 +239,7 @@ class Generation:
 
     def _stream(self, max_new: int) -> Iterator[str]:
         generator = self._generator
-        text = TokenText(generator.tokenizer, generator.eos_token_ids, self._params.stop, max_new)
+        text = TokenText(generator.tokenizer, generator.eos_token_ids, self._params.stop, max_new, self._hidden_ids)
         out: queue.SimpleQueue = queue.SimpleQueue()
         relay = Relay(text, self.prompt_tokens, out, self._is_cancelled, self._abort)
         worker = threading.Thread(
@@ -245,7 +265,7 @@ class Generation:
     def _work(self, max_new: int, sampler: Sampler, relay: Relay, out: queue.SimpleQueue) -> None:
         """The worker thread: the generation step, its tokens reaching ``out`` through ``relay``, then END."""
         try:
-            self._generator.run(self._inputs, max_new, sampler, relay)
+            self._generator.run(self._inputs, max_new, sampler, relay, constraint=self._constraint)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             out.put(exc)
         finally:
