@@ -124,7 +124,11 @@ class Failover:
                         raise
                     failures.append((address.label, exc))
                     LOG.warning(
-                        "request %s: %s failed on %s, trying elsewhere: %s", request_id, name, address.label, exc
+                        "request %s (%s) failed on %s, trying elsewhere: %s",
+                        request_id or "-",
+                        f"model {name}" if name else "control plane",
+                        address.label,
+                        exc,
                     )
                     continue
                 self.pool.succeeded(address)
