@@ -24,6 +24,7 @@ import pytest
 from devtools import plugin_harness
 from devtools.build_packages import build_plugin
 from devtools.files_server import FilesServer
+from tests.backend_fixtures import BACKEND_FIXTURES, write_backend_fixtures
 from tests.fixture_models import write_fixture_models
 from tritonmm import contract
 from tritonmm_server.checkpoints.chat_template import template_parameters
@@ -40,7 +41,7 @@ WORK = Path(os.environ.get("TMM_TEST_WORK") or ROOT / ".cache" / "tests").resolv
 BUNDLED = list_models(ROOT / "model_repository")
 COPIES = ["chat_llava", "chat_audio", "chat_batch1", "rerank_cross", "text_embedding_tiny"]
 FIXTURES = ["refuses", "midstream", "stalls", "echo_bytes", "echo_chat", "echo_chat_native", "echo_chat_no_asr"]
-SERVED = [*BUNDLED, *COPIES, *FIXTURES]
+SERVED = [*BUNDLED, *COPIES, *FIXTURES, *BACKEND_FIXTURES]
 VIDEO_MAX_FRAMES = 4
 
 
@@ -81,6 +82,7 @@ def render_test_repository(dest: Path) -> Path:
         dest, "text_embedding", "text_embedding_tiny", _tiny("bert-embed", **{contract.KEY_CONTEXT_SIZE: "128"})
     )
     write_fixture_models(dest)
+    write_backend_fixtures(dest, ensure_tiny_model(WORK, "idefics3"))  # vLLM, TensorRT-LLM, generate
     return dest
 
 

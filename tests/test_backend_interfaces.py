@@ -234,3 +234,10 @@ def test_trtllm_answer_that_used_every_token_finished_by_length() -> None:
     answer.feed({"text_output": [[b"a"]], "num_output_tokens": [[1]]})
     answer.feed({"text_output": [[b"b"]], "num_output_tokens": [[1]]})
     assert answer.finish_reason == "length"
+
+
+def test_a_character_still_missing_bytes_waits_for_the_next_cumulative_text() -> None:
+    answer = reader(BLS)
+    shown = [answer.feed({"text_output": [[t.encode()]]}) for t in ("ca", "caf\ufffd", "café", "café \ufffd")]
+    assert shown == ["ca", "f", "é", " "]
+    assert answer.finish() == "\ufffd"  # bytes that never completed are shown at the end, as decoded

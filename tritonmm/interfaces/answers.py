@@ -4,7 +4,9 @@ Each interface answers in its own way and :class:`AnswerReader` evens them out:
 
 * the text of a response is new text (vLLM; the TensorRT-LLM ensemble, which decodes
   each step's tokens alone) or, with ``cumulative``, the whole text so far (TensorRT-LLM's
-  BLS with ``accumulate_tokens``): only what is new is passed on;
+  BLS with ``accumulate_tokens``): only what is new is passed on, and a trailing U+FFFD
+  (a character whose bytes have not all come yet, which the next decode completes) waits
+  for the next response;
 * a prompt echo (a blocking answer from a model without ``exclude_input_in_output``)
   is cut off;
 * stop sequences end the answer here whatever the backend did with them (vLLM leaves
@@ -71,7 +73,8 @@ class AnswerReader:
         self._stops = StopFilter(stops)
         self._max_tokens = max_tokens
         self._prompt = prompt if echo else ""
-        self._total = ""  # cumulative text so far (cumulative models)
+        self._total = ""  # cumulative models: the whole text so far
+        self._shown = ""  # cumulative models: what of it was passed on
         self._first = True
         self._reason = ""
         self.prompt_tokens = 0
@@ -94,7 +97,10 @@ class AnswerReader:
             return ""
         text = _text(raw)
         if self._iface.cumulative:
-            text, self._total = (text[len(self._total) :] if len(text) > len(self._total) else ""), text
+            self._total = text
+            stable = text.rstrip("\ufffd")
+            text = stable[len(self._shown) :] if len(stable) > len(self._shown) else ""
+            self._shown += text
         if self._first and self._prompt and text.startswith(self._prompt):
             text = text[len(self._prompt) :]
         self._first = False
@@ -102,7 +108,10 @@ class AnswerReader:
 
     def finish(self) -> str:
         """The text still held back."""
-        return self._stops.flush()
+        rest = ""
+        if self._iface.cumulative and self._total.startswith(self._shown):
+            rest = self._stops.feed(self._total[len(self._shown) :])
+        return rest + self._stops.flush()
 
     @property
     def finish_reason(self) -> str:
