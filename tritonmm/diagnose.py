@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
-from tritonmm.contract import Capabilities, Task
+from tritonmm.contract import Task
 from tritonmm.errors import ModelNotFound, ModelNotReady, ServerNotReady, TritonMMError
 from tritonmm.transport import TritonClient
 
+Found = TypeVar("Found")
 STEPS = ("server reachable", "server ready", "model present", "model loaded", "probe request")
 
 
@@ -24,9 +26,18 @@ class CheckFailed(TritonMMError):
 
 
 def check_model(
-    client: TritonClient, model: str, task: Task | tuple[Task, ...], probe: Callable[[Capabilities], None]
-) -> Capabilities:
-    """Run every step in order; raise ``CheckFailed`` at the first that fails."""
+    client: TritonClient,
+    model: str,
+    task: Task | tuple[Task, ...],
+    probe: Callable[[Found], None],
+    describe: Callable[[], Found] | None = None,
+) -> Found:
+    """Run every step in order; raise ``CheckFailed`` at the first that fails.
+
+    ``describe`` reads what the model is (default: its capabilities under our contract, refused
+    for another task); ``probe`` gets that. Models we did not write are described by
+    ``tritonmm.interfaces`` instead.
+    """
     check_server(client)
     with _step("model present"):
         _require_in_repository(client, model)
@@ -34,10 +45,10 @@ def check_model(
         if not client.is_model_ready(model):
             raise ModelNotReady(f"model '{model}' is in the repository but not loaded{_state(client, model)}")
     with _step("model present"):
-        caps = client.capabilities(model, task, fresh=True)
+        found = describe() if describe is not None else client.capabilities(model, task, fresh=True)
     with _step("probe request"):
-        probe(caps)
-    return caps
+        probe(found)
+    return found
 
 
 def check_server(client: TritonClient) -> None:

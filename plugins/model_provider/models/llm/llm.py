@@ -16,6 +16,7 @@ from dify_plugin.entities.model import AIModelEntity, ModelPropertyKey, ModelTyp
 from dify_plugin.entities.model.llm import LLMMode, LLMResult, LLMResultChunk, LLMResultChunkDelta
 from dify_plugin.entities.model.message import AssistantPromptMessage, PromptMessage, PromptMessageTool
 from models.common import TritonModelMixin, customizable_schema
+from models.llm.backends import BackendChat
 from models.llm.convert import to_chat_params, to_dify_tool_calls, to_messages, to_tools
 from models.llm.rules import THINKING_RULE
 
@@ -31,7 +32,7 @@ logger.addHandler(plugin_logger_handler)
 BUNDLED_MODEL = "chat"  # the predefined model; its YAML holds the parameter rules
 
 
-class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
+class TritonMultimodalLargeLanguageModel(BackendChat, TritonModelMixin, LargeLanguageModel):
     TASK = Task.CHAT
     PROBE = staticmethod(chat.probe)
 
@@ -49,9 +50,13 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         # Everything up to the first token happens here, synchronously, so the
         # SDK maps its errors; the generator maps its own (it runs later).
         client = self.client(credentials)
-        caps = self.capabilities(model, credentials)
         params = to_chat_params(model_parameters, stop)
-        chunks = chat.open_chat(client, model, to_messages(prompt_messages), params, caps, to_tools(tools))
+        backend = self.backend(model, credentials)  # a model we did not write (vLLM, TensorRT-LLM, generate)
+        if backend is not None:
+            chunks = self.open_backend_chat(credentials, backend, prompt_messages, params, tools)
+        else:
+            caps = self.capabilities(model, credentials)
+            chunks = chat.open_chat(client, model, to_messages(prompt_messages), params, caps, to_tools(tools))
         if stream:
             return self._stream(model, credentials, chunks)
         # Blocking callers read the first chunk only: collect it all now (errors mapped by the SDK).
@@ -115,6 +120,8 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
         tools: list[PromptMessageTool] | None = None,
     ) -> int:
         """Counted by the model's own tokenizer on the server, image tokens and tools included."""
+        if self.counts_own_tokens(model, credentials):
+            return 0  # backends we did not write count tokens when they answer: usage comes with the answer
         try:
             client = self.client(credentials)
             caps = client.capabilities(model, Task.CHAT)
@@ -127,6 +134,9 @@ class TritonMultimodalLargeLanguageModel(TritonModelMixin, LargeLanguageModel):
 
     def get_customizable_model_schema(self, model: str, credentials: Mapping) -> AIModelEntity:
         """Features, context size and the thinking switch come from the model's Triton config."""
+        backend = self.backend(model, credentials)
+        if backend is not None:
+            return self.backend_schema(model, credentials, backend, self._bundled_parameter_rules())
         caps = self.capabilities(model, credentials)
         properties = {ModelPropertyKey.MODE: LLMMode.CHAT.value, ModelPropertyKey.CONTEXT_SIZE: caps.context_size}
         features = chat_features(self.client(credentials), caps)  # audio also by cascade, tool calls by template
