@@ -179,7 +179,7 @@ def triton_stream(client, model: str, tokens: int) -> StreamFn:
 
 
 def run(stack, quick: bool) -> dict:
-    tokens, rounds = (32, 1) if quick else (64, 3)
+    tokens, rounds = (32, 3) if quick else (64, 5)
     stack.progress.step(f"batching on (chat) vs off (chat_off), {tokens} tokens per stream")
     on, off = triton_stream(stack.client, "chat", tokens), triton_stream(stack.client, "chat_off", tokens)
     table = compare(on, off, list(STREAMS), rounds, stack.progress)

@@ -147,19 +147,25 @@ def _blocking(stack: Stack, model: str, rounds: int, max_tokens: int) -> dict:
     }
 
 
+# rounds per model: (latency, blocking at 64 tokens, blocking at 256 tokens), quick and full
+ROUNDS = {
+    ("chat", True): (15, 5, 3),
+    ("chat", False): (40, 10, 5),
+    ("chat_realsize", False): (8, 3, 2),
+}
+
+
 def run(stack: Stack, quick: bool) -> dict:
-    rounds, tokens = (3, 32) if quick else (7, 64)
+    tokens = 32 if quick else 64
     result: dict[str, Any] = {"latency": {}, "blocking": {}, "models": {m: MODELS[m] for m in models(quick)}}
     for model in models(quick):
         stack.progress.step(f"{model}: time to first token and between tokens, plugin vs raw gRPC")
-        result["latency"][model] = _latency(stack, model, rounds if model == "chat" else max(3, rounds - 2), tokens)
+        result["latency"][model] = _latency(stack, model, ROUNDS[model, quick][0], tokens)
     result["generate_probe"] = probe_generate(stack, "chat")
     for model in models(quick):
-        for length in (64, 256):
+        for length, rounds in zip((64, 256), ROUNDS[model, quick][1:], strict=True):
             stack.progress.step(f"{model}: the official plugin's blocking way vs ours, {length} tokens")
-            result["blocking"][f"{model}/{length}"] = _blocking(
-                stack, model, 3 if quick or model != "chat" else 5, length
-            )
+            result["blocking"][f"{model}/{length}"] = _blocking(stack, model, rounds, length)
     return result
 
 
@@ -181,6 +187,10 @@ def render(result: dict, report: Report) -> None:
             f"one chunk per token out). Target: plugin ≤ {OVERHEAD_FACTOR} × raw + {OVERHEAD_SLACK_MS:g} ms."
         )
         report.table(["model", "what", "raw gRPC", "plugin", "plugin / raw", "target met"], rows)
+        tokens = ", ".join(
+            f"{MODELS.get(m, m)} {stats.fmt(r['plugin']['tokens'], 0)}" for m, r in result["latency"].items()
+        )
+        report.paragraph(f"Tokens per answer (the random weights may end early): {tokens}.")
     probe = result.get("generate_probe")
     if probe:
         report.paragraph(
