@@ -41,6 +41,7 @@ WORK = Path(os.environ.get("TMM_TEST_WORK") or ROOT / ".cache" / "tests").resolv
 BUNDLED = list_models(ROOT / "model_repository")
 COPIES = ["chat_llava", "chat_audio", "chat_batch1", "rerank_cross", "text_embedding_tiny"]
 FIXTURES = ["refuses", "midstream", "stalls", "echo_bytes", "echo_chat", "echo_chat_native", "echo_chat_no_asr"]
+FIXTURES += ["echo_params"]
 SERVED = [*BUNDLED, *COPIES, *FIXTURES, *BACKEND_FIXTURES]
 VIDEO_MAX_FRAMES = 4
 

@@ -22,8 +22,8 @@ def _tensor(spec: TensorSpec) -> str:
     return f'  {{ name: "{spec.name}" data_type: {spec.triton_dtype} dims: [ {dims} ]{optional} }}'
 
 
-def chat_config(name: str, features: str = "vision", asr_model: str = "") -> str:
-    params = {contract.KEY_TASK: contract.Task.CHAT.value, contract.KEY_FEATURES: features}
+def chat_config(name: str, features: str = "vision", asr_model: str = "", **extra: str) -> str:
+    params = {contract.KEY_TASK: contract.Task.CHAT.value, contract.KEY_FEATURES: features, **extra}
     if asr_model:
         params[contract.KEY_ASR_MODEL] = asr_model
     return "\n".join(
@@ -147,6 +147,38 @@ class TritonPythonModel:
             )
         return None
 """
+# Answers with the PARAMS_JSON it received, as one token: shows the parameters the plugin sends.
+# Its config declares a thinking switch, so the plugin offers enable_thinking for it.
+ECHO_PARAMS_CODE = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tritonmm import contract
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def tensor(spec, value, dtype):
+    return pb_utils.Tensor(spec.name, np.array([value], dtype=dtype))
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        for request in requests:
+            params = pb_utils.get_input_tensor_by_name(request, contract.CHAT_PARAMS.name)
+            text = params.as_numpy()[0].decode() if params is not None else ""
+            request.get_response_sender().send(
+                pb_utils.InferenceResponse([
+                    tensor(contract.CHAT_TEXT, text.encode(), np.object_),
+                    tensor(contract.CHAT_FINISH_REASON, contract.FINISH_STOP.encode(), np.object_),
+                    tensor(contract.CHAT_PROMPT_TOKENS, 1, np.int32),
+                    tensor(contract.CHAT_COMPLETION_TOKENS, 1, np.int32),
+                ]),
+                flags=FINAL,
+            )
+        return None
+"""
+ECHO_PARAMS = "echo_params"
+
 # name: (tmm.features, tmm.asr_model)
 ECHO_CHATS = {
     "echo_chat": ("vision", "speech_to_text"),  # audio by cascade
@@ -175,7 +207,9 @@ class TritonPythonModel:
     _write(dest / "echo_bytes", ECHO_CONFIG.lstrip(), ECHO_CODE)
     for name, (features, asr_model) in ECHO_CHATS.items():
         _write(dest / name, chat_config(name, features, asr_model), ECHO_CHAT_CODE)
-    return [*FIXTURES, "broken", "echo_bytes", *ECHO_CHATS]
+    thinker = chat_config(ECHO_PARAMS, **{contract.KEY_THINKING_SWITCH: "true"})
+    _write(dest / ECHO_PARAMS, thinker, ECHO_PARAMS_CODE)
+    return [*FIXTURES, "broken", "echo_bytes", *ECHO_CHATS, ECHO_PARAMS]
 
 
 def _write(model_dir: Path, config: str, code: str) -> None:

@@ -63,7 +63,11 @@ def test_no_path_for_audio_is_refused_by_name(plugin: PluginProcess, credentials
 
 @pytest.mark.parametrize(
     ("model", "features"),
-    [("echo_chat", ["audio", "vision"]), ("echo_chat_native", ["audio", "vision"]), ("echo_chat_no_asr", ["vision"])],
+    [
+        ("echo_chat", ["audio", "document", "vision"]),
+        ("echo_chat_native", ["audio", "document", "vision"]),
+        ("echo_chat_no_asr", ["document", "vision"]),
+    ],
 )
 def test_audio_is_declared_exactly_when_a_path_exists(
     plugin: PluginProcess, credentials: dict, model: str, features: list[str]

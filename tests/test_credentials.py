@@ -43,12 +43,14 @@ def test_schema_comes_from_the_triton_config(plugin: PluginProcess, credentials:
     data = {"provider": "triton_multimodal", "model_type": "llm", "model": "refuses", "credentials": credentials}
     [answer] = plugin.call("model", "get_ai_model_schemas", data)
     schema = answer["model_schema"]
-    assert schema["features"] == ["vision"]  # the fixture's config declares vision only
+    assert schema["features"] == ["document", "vision"]  # the fixture declares vision only (documents go as pages)
     assert schema["model_properties"]["context_size"] == 4096
     assert {r["name"] for r in schema["parameter_rules"]} >= {"temperature", "max_tokens", "seed"}
     data["model"] = "chat"
     [bundled] = plugin.call("model", "get_ai_model_schemas", data)
-    assert sorted(bundled["model_schema"]["features"]) == ["audio", "video", "vision"]
+    assert sorted(bundled["model_schema"]["features"]) == [
+        "audio", "document", "multi-tool-call", "stream-tool-call", "tool-call", "video", "vision",
+    ]  # fmt: skip
 
 
 def test_step_server_unreachable(plugin: PluginProcess) -> None:

@@ -64,6 +64,17 @@ CHANNEL_OPTIONS = [
 ]
 
 
+# Triton's --grpc-restricted-protocol reads a key from "triton-grpc-protocol-<header>" (its HTTP
+# --http-restricted-api from "<header>" itself), so each header also goes under that name: one
+# key setting opens Triton's restricted gRPC protocols and a gateway in front of it alike.
+TRITON_GRPC_HEADER_PREFIX = "triton-grpc-protocol-"
+
+
+def _grpc_metadata(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    prefix = TRITON_GRPC_HEADER_PREFIX
+    return headers + tuple((prefix + name, value) for name, value in headers if not name.startswith(prefix))
+
+
 class GrpcStreamOpener:
     """Calls on one gRPC channel, with the API-key metadata on each."""
 
@@ -90,7 +101,7 @@ class GrpcStreamOpener:
     ) -> None:
         self._channel = channel
         self._target = target
-        self._metadata = headers or None
+        self._metadata = _grpc_metadata(headers) or None
         self._connect_timeout = connect_timeout
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
