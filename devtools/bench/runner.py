@@ -1,8 +1,8 @@
 """Run the chosen case groups (:mod:`.groups`) against one stack, write each group's JSON, then the page.
 
-A group's file,
-``bench/results/<name>.json``, carries the run's conditions with the numbers: date, machine,
-load average before and after, its duration and the command.
+A group's file, ``bench/results/<name>.json``, carries the run's conditions with the numbers:
+date, machine, load average before and after, its duration and the command. A group that fails
+leaves its previous file as it was; the others still run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from devtools.bench.groups import GROUPS
 from devtools.bench.progress import Progress
 from devtools.bench.report import write_page
-from devtools.bench.report_tools import RESULTS, ROOT
+from devtools.bench.report_tools import PAGE, RESULTS, ROOT
 
 
 def machine() -> dict[str, Any]:
@@ -64,7 +64,9 @@ def conditions(quick: bool, command: list[str]) -> dict[str, Any]:
     }
 
 
-def run_groups(names: list[str], quick: bool, command: list[str], results_dir: Path = RESULTS) -> int:
+def run_groups(
+    names: list[str], quick: bool, command: list[str], results_dir: Path = RESULTS, page: Path = PAGE
+) -> int:
     """Run the groups ``names`` in the benchmark's order; 1 when one of them failed."""
     from devtools.bench.stack import Stack
 
@@ -106,7 +108,7 @@ def run_groups(names: list[str], quick: bool, command: list[str], results_dir: P
         stack.close()
     run = {**shared, "groups": chosen, "failed": failed, "duration_s": round(time.perf_counter() - started, 1)}
     (results_dir / "run.json").write_text(json.dumps(run, indent=1) + "\n")
-    page = write_page(results_dir)
+    write_page(results_dir, page)
     progress.step(f"wrote {results_dir} and {page}; the run took {run['duration_s'] / 60:.1f} min")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
