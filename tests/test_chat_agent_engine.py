@@ -12,16 +12,19 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from transformers import AutoTokenizer
 
 from tests import media_fixtures as fx
 from tritonmm.chat_wire import WireMessage, encode_messages, media_part, text_part
 from tritonmm.contract import FINISH_LENGTH, FINISH_STOP, FINISH_TOOL_CALLS
 from tritonmm.structured_output import parse_response_format
-from tritonmm.tool_calls import ToolCall
+from tritonmm.tool_calls import ToolCall, ToolCallFamily
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.chat.batching import BatchLimits
 from tritonmm_server.engines.chat.engine import ChatEngine
 from tritonmm_server.engines.chat.params import GenerationParams
+from tritonmm_server.engines.chat.template import ChatTemplate
+from tritonmm_server.engines.chat.token_stream import TokenText
 from tritonmm_server.tiny.tool_caller import ANSWER, KNOWN_CALLS
 
 GREEDY = GenerationParams(max_tokens=40, temperature=0)
@@ -266,3 +269,26 @@ def test_a_prompt_that_opens_the_think_block_gets_the_opener_in_the_answer(think
     off = thinker.prepare(encode_messages([QUESTION]), [], [], enable_thinking=False)
     output = thinker.generate(off, GenerationParams(max_tokens=3, temperature=0.8, seed=1))
     assert len(list(output)) == 3 and output.finish_reason == FINISH_LENGTH
+
+
+# --- call markers that are special tokens ----------------------------------------------------------
+
+
+def test_a_familys_special_call_marker_reaches_the_parser_and_other_specials_do_not(
+    tiny_model: Callable[[str], Path],
+) -> None:
+    """Llama 3 starts a call with <|python_tag|>, a special token: kept in the text when tools are offered."""
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model("tool-caller"))
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|python_tag|>"]}, replace_extra_special_tokens=False)
+    hidden = ChatTemplate._hidden_when_calling(tokenizer, ToolCallFamily.LLAMA3)
+    tag, start = tokenizer.convert_tokens_to_ids(["<|python_tag|>", "<|im_start|>"])
+    assert tag not in hidden and start in hidden
+    assert ChatTemplate._hidden_when_calling(tokenizer, ToolCallFamily.HERMES) is None  # no special markers
+    ids = tokenizer.encode('<|im_start|><|python_tag|>{"name": "f"}', add_special_tokens=False)
+
+    def text(hidden_ids: frozenset[int] | None) -> str:
+        decoder = TokenText(tokenizer, frozenset({tokenizer.eos_token_id}), (), 100, hidden_ids)
+        return "".join(decoder.push(i) for i in ids)
+
+    assert text(hidden) == '<|python_tag|>{"name": "f"}'
+    assert text(None) == '{"name": "f"}'  # without tools: every special token dropped
