@@ -119,15 +119,17 @@ def test_sequences_join_a_running_batch(engines: tuple[ChatEngine, ChatEngine]) 
 
 def test_busy_past_the_waiting_line(tiny_model: Callable[[str], Path]) -> None:
     engine = _engine(tiny_model("idefics3"), BatchLimits(max_sequences=1, max_waiting=1, kv_cache_bytes=2**26))
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     messages, _, params = request(1)
 
-    def blocks() -> bool:  # the scheduler polls this: while it waits, nothing is admitted
+    def blocks() -> bool:  # the scheduler polls this: while it waits, nothing else is admitted
+        entered.set()
         release.wait(30)
         return False
 
     try:
         first = engine.generate(engine.prepare(messages, [], []), params, blocks)
+        assert entered.wait(30)  # the scheduler took the first: the waiting line is empty
         second = engine.generate(engine.prepare(messages, [], []), params)
         with pytest.raises(Busy, match="waiting"):
             engine.generate(engine.prepare(messages, [], []), params)

@@ -236,19 +236,19 @@ class BatchScheduler:
                 admitted = self._take_admissible()
             with torch.inference_mode():
                 for sequence in admitted:
-                    self._prefill(sequence)
+                    # Asked outside the lock: in Triton is_cancelled is a call to the server.
+                    if sequence.stopped():
+                        sequence.generation.end(FINISH_CANCELLED)
+                    else:
+                        self._prefill(sequence)
                 if self._active:
                     self._step()
 
     def _take_admissible(self) -> list[_Sequence]:
-        """Waiting sequences (in arrival order) that fit the batch and the cache budget now."""
+        """Waiting sequences (in arrival order) that fit the batch and the cache budget now (lock held)."""
         taken: list[_Sequence] = []
         while self._waiting and len(self._active) + len(taken) < self.limits.max_sequences:
             candidate = self._waiting[0]
-            if candidate.stopped():
-                self._waiting.popleft()
-                candidate.generation.end(FINISH_CANCELLED)
-                continue
             rows = [*self._active, *taken, candidate]
             # The padded cache holds every row at the longest row's length: the bound that keeps memory in budget.
             if len(rows) * max(s.reserved_tokens for s in rows) * self._bytes_per_token > self.limits.kv_cache_bytes:
