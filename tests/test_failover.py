@@ -35,7 +35,8 @@ from tritonmm_server.ops.server import TritonServer
 
 MODELS = ["chat", "text_embedding"]
 STREAMS = 16
-FIRST_WAVE = 6  # begun before the kill, two on each server (fewest in flight)
+FIRST_WAVE = 6  # begun before the kill, about two on each server (fewest in flight)
+LONG_TOKENS = 256  # the first wave is still answering when the kill comes
 MAX_TOKENS = 32
 HANG_GUARD_S = 240.0  # a stream or call still running after this has hung
 RECOVERY_GUARD_S = 90.0
@@ -104,13 +105,13 @@ class Load:
         self.stop_embedding = threading.Event()
         self.lock = threading.Lock()
 
-    def chat(self, seed: int) -> dict:
+    def chat(self, seed: int, max_tokens: int = MAX_TOKENS) -> dict:
         outcome = {"chunks": 0, "finish": None, "error": None}
         self.streams[seed] = outcome
         data = {
             "provider": "triton_multimodal", "model_type": "llm", "model": "chat", "credentials": self.credentials,
             "prompt_messages": [{"role": "user", "content": f"Tell me a long story, number {seed}."}],
-            "model_parameters": {"max_tokens": MAX_TOKENS, "temperature": 0.8, "seed": seed},
+            "model_parameters": {"max_tokens": max_tokens, "temperature": 0.8, "seed": seed},
             "tools": [], "stop": [], "stream": True,
         }  # fmt: skip
         try:
@@ -156,7 +157,7 @@ def joined(threads: list[threading.Thread]) -> list[str]:
 
 
 def test_one_of_three_servers_killed_and_restarted(
-    plugin: PluginProcess, replicas: list[TritonServer], replica_repository: Path
+    plugin: PluginProcess, replicas: list[TritonServer], replica_repository: Path, request: pytest.FixtureRequest
 ) -> None:
     credentials = {
         "server_url": ",".join(server.http_url for server in replicas),
@@ -166,27 +167,32 @@ def test_one_of_three_servers_killed_and_restarted(
     load = Load(plugin, credentials)
     load.embed("warm up")
     assert load.chat(0)["finish"] == "length"
-    victim_index = 1
-    victim = replicas[victim_index]
+    chats = [served(server)["chat success"] for server in replicas]
 
-    # Six streams first, until each has its first token: two begun on every server (fewest in flight).
+    # Six long streams first, until each has its first token; the victim is a server where one began.
     first_wave = started(
-        [threading.Thread(target=load.chat, args=(s,), name=f"chat {s}") for s in range(1, 1 + FIRST_WAVE)]
+        [threading.Thread(target=load.chat, args=(s, LONG_TOKENS), name=f"chat {s}") for s in range(1, 1 + FIRST_WAVE)]
     )
     embedders = started(
-        [threading.Thread(target=load.embed_until_stopped, args=(w,), name=f"embed {w}") for w in (1, 2)]
+        [threading.Thread(target=load.embed_until_stopped, args=(w,), name=f"embed {w}", daemon=True) for w in (1, 2)]
     )
+    request.addfinalizer(load.stop_embedding.set)  # also when an assertion fails before they are stopped
     deadline = time.monotonic() + HANG_GUARD_S
     while (
         sum(1 for s in range(1, 1 + FIRST_WAVE) if load.streams.get(s, {}).get("chunks")) < FIRST_WAVE
         and time.monotonic() < deadline
     ):
         time.sleep(0.05)
+    begun = [served(server)["chat success"] - before for server, before in zip(replicas, chats, strict=True)]
+    victim_index = begun.index(max(begun))
+    victim = replicas[victim_index]
+    assert sum(begun) == FIRST_WAVE and min(begun) >= 1, begun  # spread over all three
     # Ten more, and the kill at once: those sent to the victim have not begun; they must go elsewhere.
     second_wave = started(
         [threading.Thread(target=load.chat, args=(s,), name=f"chat {s}") for s in range(1 + FIRST_WAVE, 1 + STREAMS)]
     )
     before_kill = served(victim)
+    assert not any(load.streams[s]["finish"] for s in range(1, 1 + FIRST_WAVE))  # the victim's are mid-answer
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
@@ -200,7 +206,7 @@ def test_one_of_three_servers_killed_and_restarted(
     broken = [s for s in streams if s["error"] is not None]
     finished = [s for s in streams if s["error"] is None]
     assert all(s["finish"] == "length" and s["chunks"] > 1 for s in finished)
-    assert broken, "no stream had begun on the killed server"
+    assert len(broken) >= begun[victim_index]  # the first wave's streams on the victim, and any that began late
     for stream in broken:  # each had begun on the victim: an error that says so, no silent replay
         assert stream["chunks"] >= 1 and stream["error"].error_type == "InvokeConnectionError"
         assert "it is not retried, as a retry would repeat what was already sent" in stream["error"].message
@@ -219,32 +225,67 @@ def test_one_of_three_servers_killed_and_restarted(
     restarted = new_server(
         replica_repository, victim_index, (victim.ports.http, victim.ports.grpc, victim.ports.metrics)
     )
+    replicas[victim_index] = restarted  # the fixture stops it
     restarted.start(timeout=600)
-    try:
-        ready_at = time.monotonic()
-        calls = 0
-        while served(restarted)["text_embedding success"] == 0 and time.monotonic() - ready_at < RECOVERY_GUARD_S:
-            load.embed(f"after the restart {calls}")
-            calls += 1
-            time.sleep(0.2)
-        recovered_s = time.monotonic() - ready_at
-        assert served(restarted)["text_embedding success"] > 0, "the restarted server got no traffic"
-        report = {
-            "streams": STREAMS,
-            "streams_finished": len(finished),
-            "streams_broken_mid_answer": len(broken),
-            "streams_that_had_not_begun_and_failed": sum(1 for s in broken if s["chunks"] == 0),
-            "embedding_calls_during_the_kill": load.embeddings["ok"],
-            "embedding_errors": len(load.embeddings["errors"]),
-            "seconds_until_every_stream_ended_after_the_kill": round(streams_done_s, 1),
-            "served_by_the_victim_before_the_kill": before_kill,
-            "served_by_the_survivors": [served(server) for server in survivors],
-            "retries_in_the_plugin_log": sum("trying elsewhere" in line for line in plugin.stderr_tail),
-            "calls_until_the_restarted_server_got_traffic": calls,
-            "seconds_from_restart_ready_to_traffic": round(recovered_s, 1),
-        }
-        (WORK / "failover_report.json").write_text(json.dumps(report, indent=2))
-        print("\nfailover report:", json.dumps(report, indent=2))
-    finally:
-        restarted.stop()
-        replicas[victim_index] = restarted  # the fixture stops it again: a no-op
+    ready_at = time.monotonic()
+    calls = 0
+    while served(restarted)["text_embedding success"] == 0 and time.monotonic() - ready_at < RECOVERY_GUARD_S:
+        load.embed(f"after the restart {calls}")
+        calls += 1
+        time.sleep(0.2)
+    recovered_s = time.monotonic() - ready_at
+    assert served(restarted)["text_embedding success"] > 0, "the restarted server got no traffic"
+    report = {
+        "streams": STREAMS,
+        "streams_finished": len(finished),
+        "streams_broken_mid_answer": len(broken),
+        "streams_that_had_not_begun_and_failed": sum(1 for s in broken if s["chunks"] == 0),
+        "embedding_calls_during_the_kill": load.embeddings["ok"],
+        "embedding_errors": len(load.embeddings["errors"]),
+        "seconds_until_every_stream_ended_after_the_kill": round(streams_done_s, 1),
+        "served_by_the_victim_before_the_kill": before_kill,
+        "served_by_the_survivors": [served(server) for server in survivors],
+        "retries_in_the_plugin_log": sum("trying elsewhere" in line for line in plugin.stderr_tail),
+        "calls_until_the_restarted_server_got_traffic": calls,
+        "seconds_from_restart_ready_to_traffic": round(recovered_s, 1),
+    }
+    (WORK / "failover_report.json").write_text(json.dumps(report, indent=2))
+    print("\nfailover report:", json.dumps(report, indent=2))
+
+
+def test_a_fallback_model_serves_a_model_that_no_server_has(
+    plugin: PluginProcess, replicas: list[TritonServer]
+) -> None:
+    credentials = {
+        "server_url": ",".join(server.http_url for server in replicas),
+        "grpc_endpoint": ",".join(server.grpc_url for server in replicas),
+        "fallback_model": "text_embedding",
+    }
+    data = {"provider": "triton_multimodal", "model_type": "text-embedding", "model": "text_embedding_next",
+            "credentials": credentials, "texts": ["served by the fallback"], "input_type": "document"}  # fmt: skip
+    before = sum(served(server)["text_embedding success"] for server in replicas)
+    [answer] = plugin.call("model", "invoke_text_embedding", data)
+    assert len(answer["embeddings"]) == 1
+    assert sum(served(server)["text_embedding success"] for server in replicas) == before + 1
+    del credentials["fallback_model"]
+    with pytest.raises(PluginError) as raised:
+        plugin.call("model", "invoke_text_embedding", data)
+    assert "model 'text_embedding_next' is not READY on any server" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("creds", "fragment"),
+    [
+        ({"server_url": "http://127.0.0.1:1,http://127.0.0.1:2\nhttp://127.0.0.1:3"},
+         "'server_url' item 2 contains a space, line break or control character"),
+        ({"server_url": "http://127.0.0.1:1,http://127.0.0.1:2", "grpc_endpoint": "127.0.0.1:3"},
+         "'grpc_endpoint' lists 1 endpoint(s) and 'server_url' 2"),
+        ({"server_url": "http://127.0.0.1:99999"}, "'server_url' has a bad port"),
+    ],
+)  # fmt: skip
+def test_a_malformed_endpoint_list_is_a_credentials_error(plugin: PluginProcess, creds: dict, fragment: str) -> None:
+    data = {"provider": "triton_multimodal", "credentials": creds}
+    with pytest.raises(PluginError) as raised:
+        plugin.call("model", "validate_provider_credentials", data)
+    assert raised.value.error_type == "CredentialsValidateFailedError"
+    assert fragment in raised.value.message
