@@ -2,8 +2,10 @@
 
 HTTP goes through ``httpx.MockTransport`` with a small router; gRPC streams through
 ``ScriptedStreams``, a ``StreamOpener`` that answers each call with a script of
-``ModelStreamInferResponse`` messages (or exceptions). Everything above the seam
-(``TritonClient``, the task modules) is the real code.
+``ModelStreamInferResponse`` messages (or exceptions). ``Cluster`` puts several such servers
+behind one client (one router and one opener per host, a fake clock, name look-ups that fail,
+health probes run at once). Everything above the seam (``TritonClient``, the task modules) is
+the real code.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import grpc
 import httpx
 from tritonclient.grpc import service_pb2
 
+from tritonmm.contract import TensorSpec
 from tritonmm.settings import ServerSettings
-from tritonmm.transport import TritonClient
+from tritonmm.transport import InputTensor, TritonClient
 from tritonmm.transport.tensors import decode, encode_bytes
 
 URL = "http://triton.test:8000"
@@ -214,3 +217,74 @@ def fake_client(
         spawn=run_now,
         **extra,
     )
+
+
+# --- several servers ----------------------------------------------------------------------------
+
+CLUSTER_HOSTS = ("a.test", "b.test", "c.test")
+INFER = ("POST", "/v2/models/chat/infer")
+BLOB = TensorSpec("BLOB", "TYPE_STRING", (1,))
+
+
+class Clock:
+    """A monotonic clock that moves only when a test (or a recorded pause) moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Cluster:
+    """A client over fake servers; ``routers[host]`` and ``streams[host]`` script each one."""
+
+    def __init__(self, hosts: tuple[str, ...] = CLUSTER_HOSTS, resolve=no_dns, **credentials: str) -> None:
+        self.routers = {host: Router().model("chat", config("chat")) for host in hosts}
+        for router in self.routers.values():
+            router.routes[("GET", "/v2/health/ready")] = httpx.Response(200)
+            router.routes[INFER] = infer_answer({"OUT": bytes_out(b"ok")})
+        self.streams = {host: ScriptedStreams() for host in hosts}
+        self.opened: list[str] = []  # gRPC targets, in the order their channels were opened
+        self.clock = Clock()
+        self.sleeps: list[float] = []
+        urls = ",".join(f"http://{host}:8000" for host in hosts)
+        settings = ServerSettings.from_credentials({"server_url": urls, **credentials})
+        self.client = TritonClient(
+            settings,
+            http_transport=httpx.MockTransport(self.route),
+            stream_openers=self.opener,
+            clock=self.clock,
+            sleep=self.sleep,
+            resolve=resolve,
+            spawn=run_now,
+        )
+
+    def route(self, request: httpx.Request) -> httpx.Response:
+        return self.routers[request.url.host](request)
+
+    def opener(self, target: str) -> ScriptedStreams:
+        self.opened.append(target)
+        host = target.rpartition(":")[0]
+        return self.streams.get(host) or self.streams[next(iter(self.streams))]
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock.now += seconds
+
+    def infer(self, model: str = "chat") -> dict:
+        return self.client.infer(model, [InputTensor(BLOB, (b"q",))], ["OUT"])
+
+    def infers(self, path: tuple[str, str] = INFER) -> dict[str, int]:
+        return {host: router.count(*path) for host, router in self.routers.items()}
+
+    def stream(self, model: str = "chat"):
+        return self.client.stream_infer(model, [InputTensor(BLOB, (b"q",))], ["TEXT"])
+
+
+def tokens(*texts: bytes) -> list:
+    *head, last = texts
+    return [
+        *(stream_message({"TEXT": bytes_out(t)}) for t in head),
+        stream_message({"TEXT": bytes_out(last)}, final=True),
+    ]

@@ -191,12 +191,13 @@ class InferStream:
         self._done.wait()  # keep the request side open until our answer is complete
 
     def _watch(self) -> None:
-        """Cancel the call when the server stays silent longer than the read timeout."""
+        """Cancel the call when the server stays silent longer than the read timeout (closing it
+        also ends a stream nobody reads any more, so its server is not counted busy forever)."""
         while not self._done.is_set():
             if not self._activity.wait(self._read_timeout):
                 if not self._done.is_set():
                     self._timed_out = True
-                    self._call.cancel()
+                    self.close()
                 return
             self._activity.clear()
 
