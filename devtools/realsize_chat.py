@@ -6,8 +6,9 @@ The sizes are those of HuggingFaceTB/SmolVLM-256M-Instruct's published configura
 SmolLM2-135M decoder (576 wide, 30 layers, 9 query / 3 key-value heads, 1536 MLP,
 49 280-token vocabulary, RoPE theta 100 000). Only the weights are random, so
 every forward pass costs what the real checkpoint's costs. The tokenizer is the
-tiny build's (the answers are gibberish either way); ids past its vocabulary
-decode to nothing.
+tiny build's (the answers are gibberish either way), filled up to the 49 280 ids
+with one added token per id, so that every generated token decodes to text: a
+stream then shows each token as a chunk, as a real checkpoint's does.
 
     .venv-server/bin/python -m devtools.realsize_chat DEST [--dtype bfloat16]
 """
@@ -15,6 +16,7 @@ decode to nothing.
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import torch
@@ -43,15 +45,20 @@ TEXT = {
     "tie_word_embeddings": False,
 }
 
+# Written last: a folder without it (an interrupted or older build) is built again.
+STAMP, BUILD = "realsize.stamp", "2: every id decodes to text"
+
 
 def build_smolvlm_256m_shape(dest: Path, dtype: torch.dtype = torch.float32) -> Path:
     """Build (once) the checkpoint at ``dest``; returns ``dest``."""
-    if (dest / "config.json").exists():
+    if (dest / STAMP).exists() and (dest / STAMP).read_text() == BUILD:
         return dest
+    shutil.rmtree(dest, ignore_errors=True)
     spec = IDEFICS3
     tokenizer = train_bpe_tokenizer(
         spec.special_tokens, eos_token=spec.eos_token, pad_token=spec.pad_token, chat_template=spec.chat_template
     )
+    tokenizer.add_tokens([f"⟨{i}⟩" for i in range(len(tokenizer), TEXT["vocab_size"])])
     text = {**TEXT, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     config = Idefics3Config(
         vision_config={**VISION, "image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE},
@@ -72,6 +79,7 @@ def build_smolvlm_256m_shape(dest: Path, dtype: torch.dtype = torch.float32) -> 
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, _from_model_config=False
     )
     save(dest, model, processor)
+    (dest / STAMP).write_text(BUILD)
     return dest
 
 
