@@ -4,7 +4,8 @@ The launcher plans and renders it like the bundled repository (``tritonmm_server
 
 * the bundled models the cases use, as they are;
 * ``chat_off``: the bundled chat with iteration-level batching off (``tmm.batching: off``);
-* ``chat_realsize``: the bundled chat, to be given SmolVLM-256M's shape as its checkpoint;
+* ``chat_realsize`` and ``chat_realsize_off``: the bundled chat (batching on, off), to be given
+  SmolVLM-256M's shape as their checkpoint;
 * ``text_embedding_unbatched``: the bundled text embedding without dynamic batching;
 * ``bench_sink``: a bench-only model that takes media in the three forms compared (raw bytes,
   a base64 string tensor as the vLLM backend takes images, base64 inside OpenAI-style JSON),
@@ -34,6 +35,7 @@ SERVER_ID_KEY = "bench.server_id"
 COPIES = {
     "chat_off": ("chat", {contract.KEY_BATCHING: "off"}),
     "chat_realsize": ("chat", {}),
+    "chat_realsize_off": ("chat", {contract.KEY_BATCHING: "off"}),
     "text_embedding_unbatched": ("text_embedding", {}),
 }
 # dynamic batching removed: each request runs alone (the response cache stays as it was)

@@ -86,7 +86,8 @@ def _gpu_section(report: Report, gpu_measured: list[str]) -> None:
     ])  # fmt: skip
 
 
-def render_page(results: dict[str, dict[str, Any]], run: dict[str, Any] | None, report: Report) -> None:
+def render_page(results: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]], report: Report) -> None:
+    """``runs``: the last quick and the last full run (``run-quick.json``, ``run-full.json``), when there were."""
     report.heading("Benchmarks", 1)
     report.paragraph(
         f"Written by `{COMMAND}` from `bench/results/*.json` (do not edit by hand: rerun the command). "
@@ -94,13 +95,13 @@ def render_page(results: dict[str, dict[str, Any]], run: dict[str, Any] | None, 
         "others' latest results. Every comparison is a pair measured in one run, the two sides taking turns "
         "round by round, after a warm-up: absolute times drift on a shared machine, ratios much less."
     )
-    if run:
+    for mode, run in runs.items():
         state = f", failed: {', '.join(run['failed'])}" if run["failed"] else ""
         report.paragraph(
-            f"Last run: `{run['command']}` on {run['date']}, {run['duration_s'] / 60:.1f} minutes "
-            f"({'quick' if run['quick'] else 'full'}; groups: {', '.join(run['groups'])}{state}). "
-            f"Machine: {_machine_line(run)}."
+            f"Last {mode} run: `{run['command']}` on {run['date']}, **{run['duration_s'] / 60:.1f} minutes** "
+            f"(groups: {', '.join(run['groups'])}{state}). Machine: {_machine_line(run)}."
         )
+    latest = max(runs.values(), key=lambda run: run["date"], default=None)
     gpu_measured = [name for name, record in results.items() if record["machine"]["gpu"]]
     _gpu_section(report, gpu_measured)
     for name, module in GROUPS.items():
@@ -110,16 +111,19 @@ def render_page(results: dict[str, dict[str, Any]], run: dict[str, Any] | None, 
             report.paragraph(f"Not measured yet: `{COMMAND} --cases {name}`.")
             continue
         report.paragraph(_conditions(record))
-        if run is None or record["machine"] != run["machine"]:
+        if latest is None or record["machine"] != latest["machine"]:
             report.paragraph(f"Machine: {_machine_line(record)}.")
         module.render(record["result"], report)
 
 
 def write_page(results_dir: Path = RESULTS, page: Path = PAGE) -> Path:
-    run_file = results_dir / "run.json"
-    run = json.loads(run_file.read_text()) if run_file.exists() else None
+    runs = {
+        mode: json.loads((results_dir / f"run-{mode}.json").read_text())
+        for mode in ("full", "quick")
+        if (results_dir / f"run-{mode}.json").exists()
+    }
     report = Report(results_dir, page)
-    render_page(load_results(results_dir), run, report)
+    render_page(load_results(results_dir), runs, report)
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(report.text())
     return page

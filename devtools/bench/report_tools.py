@@ -48,13 +48,16 @@ class Report:
         self.lines += [f"![{title}]({link})", ""]
 
     def line_plot(
-        self, name: str, title: str, xlabel: str, ylabel: str, series: Mapping[str, tuple[Sequence, Sequence]]
-    ) -> None:
+        self, name: str, title: str, xlabel: str, ylabel: str, series: Mapping[str, tuple[Sequence, Sequence]],
+        *, log: bool = False,
+    ) -> None:  # fmt: skip
         """One line per series (label -> (xs, ys)), markers on the measured points."""
-        figure, axes = _pyplot().subplots(figsize=(6, 3.6))
+        figure, axes = _pyplot().subplots(figsize=(6.5, 3.8))
         for label, (xs, ys) in series.items():
             axes.plot(xs, ys, marker="o", label=label)
         axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        if log:
+            axes.set_yscale("log")
         axes.set_xticks(list(next(iter(series.values()))[0]))
         axes.grid(alpha=0.3)
         axes.legend()
