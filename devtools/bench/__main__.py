@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from devtools.bench.groups import GROUPS
 from devtools.bench.report import write_page
@@ -19,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cases", default=",".join(GROUPS), help=f"comma-separated groups (default: all): {', '.join(GROUPS)}"
     )
     parser.add_argument("--page-only", action="store_true", help="only rewrite the page from bench/results/")
+    parser.add_argument(
+        "--out", type=Path, help="write the results and a page into this folder instead (bench/results/ and docs/ stay)"
+    )
     args = parser.parse_args(argv)
     if args.page_only:
         print(write_page())
@@ -29,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case group(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(GROUPS)}")
     from devtools.bench.runner import run_groups
 
-    return run_groups(names, args.quick, ["python", "-m", "devtools.bench", *(argv or sys.argv[1:])])
+    command = ["python", "-m", "devtools.bench", *(argv or sys.argv[1:])]
+    if args.out:
+        return run_groups(names, args.quick, command, args.out, args.out / "benchmarks.md")
+    return run_groups(names, args.quick, command)
 
 
 if __name__ == "__main__":

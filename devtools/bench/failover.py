@@ -142,6 +142,7 @@ def _measure(servers: dict[str, TritonServer], client: TritonClient, progress, s
         "failed_requests": sum(1 for _, _, server in records if server is None),
         "retried_requests": retries.count,
         "errors": sorted(set(traffic.errors))[:5],
+        "in_flight_at_kill": len(in_flight),
         "in_flight_done_ms": 1000 * (max(in_flight) - killed) if in_flight else 0.0,
         "slowest_after_kill_ms": 1000 * max(soon_after, default=0.0),
         "restart_to_ready_s": ready - restarted,
@@ -185,7 +186,8 @@ def render(result: dict, report: Report) -> None:
         ["traffic while C was down", share("share_while_down")],
         ["requests that failed", result["failed_requests"]],
         ["requests retried on another server (before their first byte)", result["retried_requests"]],
-        ["requests in flight at the kill all done within", f"{result['in_flight_done_ms']:.0f} ms"],
+        ["requests in flight at the kill", f"{result['in_flight_at_kill']}, all done within "
+         f"{result['in_flight_done_ms']:.0f} ms" if result["in_flight_at_kill"] else "none"],
         ["slowest request in the 2 s after the kill", f"{result['slowest_after_kill_ms']:.0f} ms"],
         ["C restarted → READY", f"{result['restart_to_ready_s']:.1f} s"],
         ["C READY → its first answer again (the client's probe of a server it took out)",

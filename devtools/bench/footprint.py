@@ -98,7 +98,10 @@ def _install_times(stack: Stack, quick: bool) -> dict[str, float]:
         offline = build_offline_plugin(PLUGINS["model_provider"], offline_dir, TARGETS["amd64"]).path
         installs = {"model_provider offline amd64 (its own wheels, empty uv cache)": (offline, Path(scratch) / "c1")}
         if not quick:
-            installs["model_provider online, empty uv cache (downloads)"] = (package, Path(scratch) / "c2")
+            installs["model_provider online, empty uv cache (every wheel fetched from the index)"] = (
+                package,
+                Path(scratch) / "c2",
+            )
             installs["model_provider online, warm uv cache"] = (package, UV_CACHE)
         for label, (path, cache) in installs.items():
             stack.progress.step(f"installing: {label}")

@@ -18,7 +18,7 @@ COMMAND = "python -m devtools.bench"
 
 # Not regenerated: the only GPU numbers, from one run of the engine-level method.
 GPU_RUN = {
-    "date": "2026-11 (before this page's first regeneration)",
+    "date": "2026-12-04 (code of commit 3e016a4)",
     "machine": "one NVIDIA H200 under gVisor; torch 2.11+cu130, transformers 5.17",
     "command": "python3 -m devtools.bench_batching --engine --device cuda --model realsize --dtype bfloat16 "
     "--streams 1,8,16,32 --tokens 64 --rounds 1",
