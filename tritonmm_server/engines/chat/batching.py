@@ -47,6 +47,8 @@ if TYPE_CHECKING:  # the grammar engine is loaded by whoever builds a constraint
 
 LOG = logging.getLogger(__name__)
 MiB = 1024 * 1024
+PREFILL_CHUNK = 8  # text-only prompts prefilled in one forward pass
+_TEXT_ONLY = frozenset({"input_ids", "attention_mask"})
 
 
 class Busy(Exception):
@@ -116,7 +118,7 @@ class BatchedGeneration:
             self.closed.set()  # a no-op unless the consumer left early
 
 
-@dataclass
+@dataclass(eq=False)
 class _Sequence:
     prepared: Any  # engine.Prepared: inputs, prompt_tokens and hidden_ids (TokenText's)
     generation: BatchedGeneration
@@ -234,15 +236,22 @@ class BatchScheduler:
                 if self._stopping and not self._waiting and not self._active:
                     return
                 admitted = self._take_admissible()
-            with torch.inference_mode():
-                for sequence in admitted:
+            try:
+                with torch.inference_mode():
                     # Asked outside the lock: in Triton is_cancelled is a call to the server.
-                    if sequence.stopped():
-                        sequence.generation.end(FINISH_CANCELLED)
-                    else:
-                        self._prefill(sequence)
-                if self._active:
-                    self._step()
+                    for sequence in admitted:
+                        if sequence.stopped():
+                            sequence.generation.end(FINISH_CANCELLED)
+                    self._prefill_all([s for s in admitted if s.generation.finish_reason is None])
+                    if self._active:
+                        self._step()
+            except Exception as exc:  # a bug here must not leave every caller waiting forever
+                LOG.exception("%s: the batch loop failed; ending its %d sequences", self._name, len(self._active))
+                for sequence in [*self._active, *(s for s in admitted if s.generation.finish_reason is None)]:
+                    sequence.generation.put(exc)
+                    sequence.generation.end(None)
+                self._active = []
+                self._batch = KvBatch()
 
     def _take_admissible(self) -> list[_Sequence]:
         """Waiting sequences (in arrival order) that fit the batch and the cache budget now (lock held)."""
@@ -255,6 +264,56 @@ class BatchScheduler:
                 break  # it waits for a row to leave (it fits alone: submit checked that)
             taken.append(self._waiting.popleft())
         return taken
+
+    def _prefill_all(self, sequences: list[_Sequence]) -> None:
+        """Prefill text-only prompts together (left-padded, one forward pass per chunk); media prompts alone.
+
+        A prompt's prefill costs several decoding steps on a CPU; done one by one, a
+        burst of arrivals would stall every running sequence that long.
+        """
+        text_only = [s for s in sequences if set(s.prepared.inputs.keys()) <= _TEXT_ONLY]
+        for sequence in sequences:
+            if all(sequence is not t for t in text_only):  # identity: a sequence's fields hold tensors
+                self._prefill(sequence)
+        for start in range(0, len(text_only), PREFILL_CHUNK):
+            chunk = text_only[start : start + PREFILL_CHUNK]
+            if len(chunk) == 1:
+                self._prefill(chunk[0])
+            else:
+                self._prefill_together(chunk)
+
+    def _prefill_together(self, chunk: list[_Sequence]) -> None:
+        lengths = [s.prepared.prompt_tokens for s in chunk]
+        width = max(lengths)
+        device = chunk[0].prepared.inputs["input_ids"].device
+        ids = torch.full((len(chunk), width), min(self._eos_ids), dtype=torch.long, device=device)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+        for row, (sequence, length) in enumerate(zip(chunk, lengths, strict=True)):
+            ids[row, width - length :] = sequence.prepared.inputs["input_ids"][0]
+            mask[row, width - length :] = 1
+        cache = DynamicCache()
+        try:
+            output = self._model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        except Exception as exc:  # which prompt broke it is unknown: each goes alone, so only that one fails
+            LOG.warning(
+                "%s: prefill of %d prompts together failed (%s); prefilling each alone", self._name, len(chunk), exc
+            )
+            for sequence in chunk:
+                self._prefill(sequence)
+            return
+        logits = output.logits[:, -1]
+        del output
+        keep = [row for row, sequence in enumerate(chunk) if self._advance(sequence, logits[row])]
+        if keep:
+            self._batch.add_rows(cache, mask, keep)
+            self._active.extend(chunk[row] for row in keep)
+            self._note_memory()
 
     def _prefill(self, sequence: _Sequence) -> None:
         try:

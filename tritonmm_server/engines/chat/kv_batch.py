@@ -64,21 +64,28 @@ class KvBatch:
 
     def add(self, cache: DynamicCache, prompt_length: int) -> None:
         """Append one sequence whose prefill left ``cache`` (batch of one, ``prompt_length`` tokens)."""
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        device = keys[0].device
-        mask = torch.ones(1, prompt_length, dtype=torch.long, device=device)
-        position = torch.tensor([prompt_length], dtype=torch.long, device=device)
+        device = cache.layers[0].keys.device
+        self.add_rows(cache, torch.ones(1, prompt_length, dtype=torch.long, device=device), [0])
+
+    def add_rows(self, cache: DynamicCache, mask: torch.Tensor, rows: list[int]) -> None:
+        """Append ``rows`` of a prefill that ran several left-padded prompts together (``mask``: [n, length])."""
+        index = torch.tensor(rows, dtype=torch.long, device=mask.device)
+        mask = mask.index_select(0, index)
+        start = int(mask.any(dim=0).long().argmax())  # columns that are padding in every kept row go
+        mask = mask[:, start:]
+        keys = [layer.keys.index_select(0, index)[:, :, start:] for layer in cache.layers]
+        values = [layer.values.index_select(0, index)[:, :, start:] for layer in cache.layers]
+        positions = mask.sum(dim=1)
         if self.mask is None:
-            self.keys, self.values, self.mask, self.positions = keys, values, mask, position
+            self.keys, self.values, self.mask, self.positions = keys, values, mask, positions
             return
-        length = max(self.length, prompt_length)
+        length = max(self.length, int(mask.shape[1]))
         self._pad_to(length)
-        pad = length - prompt_length
+        pad = length - int(mask.shape[1])
         self.keys = [torch.cat([mine, _pad_left(k, pad)]) for mine, k in zip(self.keys, keys, strict=True)]
         self.values = [torch.cat([mine, _pad_left(v, pad)]) for mine, v in zip(self.values, values, strict=True)]
         self.mask = torch.cat([self.mask, functional.pad(mask, (pad, 0))])
-        self.positions = torch.cat([self.positions, position])
+        self.positions = torch.cat([self.positions, positions])
 
     def step_inputs(self, tokens: torch.Tensor) -> dict[str, Any]:
         """Model inputs for one decoding step: ``tokens`` is each row's last token, ``[batch]``."""
