@@ -40,7 +40,7 @@ from tritonmm.contract import FINISH_CANCELLED, FINISH_LENGTH
 from tritonmm_server.backend.errors import InputError
 from tritonmm_server.engines.chat.kv_batch import KvBatch, kv_bytes_per_token
 from tritonmm_server.engines.chat.params import GenerationParams
-from tritonmm_server.engines.chat.token_stream import END, Sampler, TokenText
+from tritonmm_server.engines.chat.token_stream import END, Sampler, TokenText, drain
 
 if TYPE_CHECKING:  # the grammar engine is loaded by whoever builds a constraint, not by every batch
     from tritonmm_server.engines.chat.constrained import Constraint
@@ -109,9 +109,7 @@ class BatchedGeneration:
             raise RuntimeError("a Generation can be iterated only once")
         self._started = True
         try:
-            while (item := self._out.get()) is not END:
-                if isinstance(item, BaseException):
-                    raise item
+            for item in drain(self._out):
                 self.completion_tokens += 1
                 yield item
         finally:

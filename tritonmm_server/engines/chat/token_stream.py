@@ -152,6 +152,14 @@ def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
 END = object()
 
 
+def drain(out: queue.SimpleQueue) -> Iterator[str]:
+    """The texts a generating thread puts on ``out`` until END; an exception put there is raised here."""
+    while (item := out.get()) is not END:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
 class Relay(StoppingCriteria):
     """Hands each new token's text to the consumer and decides when to stop.
 
@@ -247,9 +255,7 @@ class Generation:
         )
         worker.start()
         try:
-            while (item := out.get()) is not END:
-                if isinstance(item, BaseException):
-                    raise item
+            for item in drain(out):
                 self.completion_tokens += 1
                 yield item
         finally:
